@@ -1,0 +1,39 @@
+# The README's two commands: `make reproduce` and `make test`. Both create .venv and install.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test test-slow reproduce lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[all,dev]"
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# Fast, offline, deterministic (hypothesis profile "ci"); slow checks are deselected.
+test: lint
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q
+
+# Thorough property tests with many more examples, and the slow checks.
+test-slow: $(STAMP)
+	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q -m "slow or not slow"
+
+# The main job: verify the paper's statements and regenerate the figures (quick protocol).
+reproduce: $(STAMP)
+	$(VENV)/bin/loraml verify --quick
+	$(VENV)/bin/loraml figures --quick
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_solvers.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

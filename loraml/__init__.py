@@ -1,0 +1,1 @@
+"""Command-line front end of the LoRA-ML toolkit (see :mod:`loraml.cli`)."""

@@ -1,0 +1,5 @@
+import sys
+
+from loraml.cli import main
+
+sys.exit(main())
