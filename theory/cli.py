@@ -1,0 +1,153 @@
+"""``loraml solve``: run a retraining method on an instance file (population or data).
+
+Methods are entries of :data:`METHODS`; a new method is a function
+``(instance, k, rng) -> Solution`` added there (see ``theory.convex`` for the convex relaxations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from theory.io import Instance, InstanceError, load_instance, write_npz
+from theory.metrics import adapter_errors, base_error
+from theory.objectives import lora_ml_loss
+from theory.retraining import lora_ml_paper_gd, solve_lora_ml, sr_closed_form
+
+
+@dataclass
+class Solution:
+    """What a method returns to ``loraml solve``.
+
+    Attributes
+    ----------
+    A_hat : ndarray, shape (d, d)
+    U_hat : ndarray, shape (T, d, k), or None
+    objective : float
+        The method's own objective at the solution.
+    iterations : int
+    seconds : float
+    extra : dict
+        Method-specific numbers for the JSON report (must be JSON-serialisable).
+    """
+
+    A_hat: np.ndarray
+    U_hat: np.ndarray | None
+    objective: float
+    iterations: int
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def _need_rank(k: int | None) -> int:
+    if k is None:
+        raise InstanceError(
+            "this method needs the adapter rank: store 'k' in the file or pass --rank"
+        )
+    return k
+
+
+def _sr(inst: Instance, k: int | None, rng: np.random.Generator) -> Solution:
+    import time
+
+    start = time.perf_counter()
+    A = sr_closed_form(inst.q)
+    return Solution(A, None, float(inst.q.losses(A).sum()), 0, time.perf_counter() - start)
+
+
+def _lora_ml(inst: Instance, k: int | None, rng: np.random.Generator) -> Solution:
+    res = solve_lora_ml(inst.q, _need_rank(k))
+    extra = {"grad_norm": res.grad_norm, "converged": res.converged, "message": res.message}
+    return Solution(res.A, res.U, res.objective, res.iterations, res.seconds, extra)
+
+
+def _lora_ml_gd(inst: Instance, k: int | None, rng: np.random.Generator) -> Solution:
+    res = lora_ml_paper_gd(inst.q, _need_rank(k), rng)
+    objective = lora_ml_loss(inst.q, res.A, res.U)
+    return Solution(res.A, res.U, objective, len(res.losses) - 1, res.seconds)
+
+
+#: Method name -> solver. ``loraml solve --method`` chooses among these keys.
+METHODS: dict[str, Callable[[Instance, int | None, np.random.Generator], Solution]] = {
+    "sr": _sr,
+    "lora-ml": _lora_ml,
+    "lora-ml-gd": _lora_ml_gd,
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``solve`` subcommand."""
+    p = sub.add_parser(
+        "solve",
+        help="run a retraining method on an instance file",
+        description="Run SR or LoRA-ML retraining on a population instance (A_star, U_star) "
+        "or a data instance (X, Y, k) stored as .npz; write A_hat (and U_hat) to OUT.",
+    )
+    p.add_argument("--instance", required=True, type=Path, help="input .npz file")
+    p.add_argument("--method", required=True, help=f"one of: {', '.join(METHODS)}")
+    p.add_argument("--out", required=True, type=Path, help="output .npz (A_hat, U_hat)")
+    p.add_argument("--rank", type=int, default=None, help="adapter rank k (overrides the file)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``loraml solve``."""
+    from loraml.cli import UsageError
+
+    if args.method not in METHODS:
+        raise UsageError(f"--method {args.method!r} is unknown; choose one of {', '.join(METHODS)}")
+    if not args.out.parent.is_dir():
+        raise UsageError(f"--out: folder '{args.out.parent}' does not exist")
+    try:
+        inst = load_instance(args.instance, rank=args.rank)
+        sol = METHODS[args.method](inst, inst.k, np.random.default_rng(args.seed))
+    except InstanceError as err:
+        raise UsageError(f"--instance: {err}") from None
+
+    arrays = {"A_hat": sol.A_hat}
+    if sol.U_hat is not None:
+        arrays["U_hat"] = sol.U_hat
+    write_npz(args.out, **arrays)
+
+    report: dict = {
+        "method": args.method,
+        "instance": str(args.instance),
+        "kind": inst.kind,
+        "d": inst.q.d,
+        "T": inst.q.T,
+        "k": inst.k,
+        "iterations": sol.iterations,
+        "seconds": sol.seconds,
+        "objective": sol.objective,
+        **sol.extra,
+    }
+    if inst.A_star is not None:
+        err = base_error(sol.A_hat, inst.A_star)
+        report["a_error_fro"] = err.fro
+        report["a_error_relative"] = err.relative
+        report["a_error_singular_values"] = err.singular_values.tolist()
+    if inst.U_star is not None and sol.U_hat is not None and sol.U_hat.shape == inst.U_star.shape:
+        report["adapter_errors_fro"] = adapter_errors(sol.U_hat, inst.U_star).tolist()
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, value in report.items():
+            if isinstance(value, list):
+                value = (
+                    "["
+                    + ", ".join(f"{v:.3g}" for v in value[:8])
+                    + (", ...]" if len(value) > 8 else "]")
+                )
+            elif isinstance(value, float):
+                value = f"{value:.6g}"
+            print(f"{key:>26}: {value}", file=sys.stdout)
+        print(f"{'written':>26}: {args.out}")
+    return 0
