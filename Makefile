@@ -20,12 +20,13 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 # Fast, offline, deterministic (hypothesis profile "ci"); slow checks are deselected.
+# One BLAS thread: the tests use small matrices, where threads only contend (2-core machine).
 test: lint
-	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q
+	OPENBLAS_NUM_THREADS=1 HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q
 
 # Thorough property tests with many more examples, and the slow checks.
 test-slow: $(STAMP)
-	HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q -m "slow or not slow"
+	OPENBLAS_NUM_THREADS=1 HYPOTHESIS_PROFILE=thorough $(PY) -m pytest -q -m "slow or not slow"
 
 # The main job: verify the paper's statements and regenerate the figures (quick protocol).
 reproduce: $(STAMP)
