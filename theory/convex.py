@@ -1,0 +1,275 @@
+"""Convex relaxations of LoRA-ML retraining (PAPER.md section 2, "Useful facts", last item).
+
+LoRA-ML asks for a base ``A`` such that every ``A_t* - A`` has rank at most k (and is PSD). Two
+convex problems drop the rank constraint:
+
+- **Nuclear-norm median**: ``min_A sum_t ||A_t* - A||_*`` (the nuclear norm is the convex
+  envelope of rank on the spectral-norm ball).
+- **SDP**: ``max tr(A) s.t. A <= A_t*`` in the PSD order for every t. ``A*`` is feasible (each
+  ``A_t* - A* = U_t* U_t*^T`` is PSD); it is optimal when a dual certificate exists.
+
+Neither has a rank-k constraint, so neither is guaranteed to return ``A*``: where each does is a
+measured question (``loraml verify``, statement ``convex``; README, section "Verification").
+
+Finite samples: the exact targets are unknown, so each task gets a free deviation penalised by its
+nuclear norm (its trace for the PSD deviations of the SDP)::
+
+    nuclear:  min_{A, D_t}       sum_t f_t(A + D_t) + lambda sum_t ||D_t||_*
+    SDP:      min_{A, P_t >= 0}  sum_t f_t(A + P_t) + lambda sum_t tr(P_t)
+
+with ``f_t`` the per-sample-mean losses of :class:`~theory.objectives.Quadratics`. As
+``lambda -> 0`` on noise-free data these tend to the population problems. Solvers: Clarabel up to
+30 x 30 and SCS beyond (the project's rule), unless ``solver`` says otherwise. cvxpy is imported
+inside the functions (it is slow to import).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from theory.linalg import psd_sqrt, sym
+from theory.objectives import Quadratics
+
+#: Largest d solved with Clarabel by default; SCS beyond (project rule: SCS beyond 30 x 30).
+CLARABEL_MAX_D = 30
+
+
+@dataclass
+class ConvexResult:
+    """Outcome of a convex relaxation.
+
+    Attributes
+    ----------
+    A : ndarray, shape (d, d)
+        The relaxation's base (NaN-filled when the solver returned no solution).
+    deviations : ndarray, shape (T, d, d)
+        Per-task deviations: ``A_t* - A`` (population) or the fitted ``D_t`` / ``P_t``.
+    status : str
+        cvxpy's status (``"optimal"``, ``"optimal_inaccurate"``, ``"infeasible"``, ...).
+    objective : float
+        Optimal value of the problem that was solved.
+    solver : str
+        The conic solver used.
+    penalty : float or None
+        ``lambda`` of the finite-sample analogue; ``None`` for the exact population problem.
+    seconds : float
+        Wall time, including problem construction.
+    """
+
+    A: np.ndarray
+    deviations: np.ndarray
+    status: str
+    objective: float
+    solver: str
+    penalty: float | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when the solver reported an (accurate or inaccurate) optimum."""
+        return self.status in ("optimal", "optimal_inaccurate")
+
+
+def _choose_solver(d: int, solver: str | None) -> str:
+    if solver is not None:
+        return solver.upper()
+    return "CLARABEL" if d <= CLARABEL_MAX_D else "SCS"
+
+
+def _solve(problem, solver: str) -> None:
+    import cvxpy as cp
+
+    scs = {"eps_abs": 1e-7, "eps_rel": 1e-7, "max_iters": 50_000}
+    with warnings.catch_warnings():  # an inaccurate solve is reported through the status
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            problem.solve(solver=solver, **(scs if solver == "SCS" else {}))
+        except cp.error.SolverError:
+            if solver == "SCS":
+                raise
+            problem.solve(solver="SCS", **scs)
+
+
+def default_penalty(q: Quadratics) -> float:
+    r"""Noise-level penalty ``lambda = 2 s_hat sqrt(d / N)`` for the finite-sample analogues.
+
+    The per-task gradient at the truth is ``-E_t X_t^T / N`` whose spectral norm is about
+    ``2 s sqrt(d / N)`` for ``N >> d``; a penalty above it keeps the deviations low-rank. The noise
+    standard deviation is estimated from the least-squares residuals,
+    ``s_hat^2 = 2 N f_t(B_t) / (d (N - d))`` averaged over tasks.
+
+    Parameters
+    ----------
+    q : Quadratics
+        Finite-sample losses with ``N > d`` samples per task.
+
+    Raises
+    ------
+    ValueError
+        Population losses, or ``N <= d`` (pass ``penalty`` explicitly then).
+    """
+    if q.N is None:
+        raise ValueError("default_penalty needs finite-sample losses (q.N is None)")
+    N = q.N.astype(float)
+    if np.any(N <= q.d):
+        raise ValueError(
+            f"cannot estimate the noise with N={int(N.min())} <= d={q.d} samples; pass penalty="
+        )
+    s2 = float(np.mean(2.0 * N * q.minima() / (q.d * (N - q.d))))
+    return 2.0 * np.sqrt(max(s2, 0.0)) * float(np.sqrt(q.d / N.mean()))
+
+
+def _fit_terms(q: Quadratics, M_list):
+    """cvxpy expressions ``f_t(M_t) - f_t(B_t) = 1/2 ||(M_t - B_t) S_t^{1/2}||_F^2``."""
+    import cvxpy as cp
+
+    B = q.least_squares()
+    terms = []
+    for t, M in enumerate(M_list):
+        if q.S is None:
+            terms.append(0.5 * cp.sum_squares(M - B[t]))
+        else:
+            root, _ = psd_sqrt(q.S[t])
+            terms.append(0.5 * cp.sum_squares((M - B[t]) @ root))
+    return terms
+
+
+def nuclear_relaxation(
+    q: Quadratics, *, penalty: float | None = None, solver: str | None = None
+) -> ConvexResult:
+    r"""Nuclear-norm median of the tasks: ``min_A sum_t ||A_t* - A||_*``.
+
+    The convex relaxation of LoRA-ML's requirement that every ``A_t* - A`` be low-rank
+    (PAPER.md section 2, "Useful facts"; compare Theorem 3, where LoRA-ML recovers ``A*`` for
+    T >= 3). Population losses (``q.N is None``) with ``penalty=None`` solve this exactly, with
+    ``A_t*`` the per-task minimisers ``q.least_squares()``. Otherwise the finite-sample analogue
+    ``min_{A, D_t} sum_t f_t(A + D_t) + lambda sum_t ||D_t||_*`` (losses are per-sample means)
+    with ``lambda = penalty`` or :func:`default_penalty`.
+
+    Parameters
+    ----------
+    q : Quadratics
+        T task losses of dimension d.
+    penalty : float, optional
+        ``lambda > 0``; forces the penalised form even for population losses.
+    solver : str, optional
+        cvxpy solver name; default Clarabel for ``d <= 30``, SCS beyond.
+
+    Returns
+    -------
+    ConvexResult
+        ``deviations[t]`` is ``A_t* - A`` (population) or ``D_t``.
+    """
+    import cvxpy as cp
+
+    start = time.perf_counter()
+    T, d, d_out = q.T, q.d, q.C.shape[1]
+    name = _choose_solver(d, solver)
+    A = cp.Variable((d_out, d))
+    exact = penalty is None and q.N is None
+    if exact:
+        B = q.least_squares()
+        problem = cp.Problem(cp.Minimize(sum(cp.normNuc(B[t] - A) for t in range(T))))
+        D_vars = None
+    else:
+        lam = default_penalty(q) if penalty is None else float(penalty)
+        if not lam > 0:
+            raise ValueError(f"penalty must be > 0, got {penalty}")
+        D_vars = [cp.Variable((d_out, d)) for _ in range(T)]
+        fit = _fit_terms(q, [A + D for D in D_vars])
+        problem = cp.Problem(cp.Minimize(sum(fit) + lam * sum(cp.normNuc(D) for D in D_vars)))
+    _solve(problem, name)
+    A_val = _value(A, (d_out, d))
+    if exact:
+        dev = q.least_squares() - A_val[None]
+    else:
+        dev = np.stack([_value(D, (d_out, d)) for D in D_vars])
+    return ConvexResult(
+        A_val,
+        dev,
+        str(problem.status),
+        _objective(problem),
+        name,
+        None if exact else lam,
+        time.perf_counter() - start,
+    )
+
+
+def sdp_relaxation(
+    q: Quadratics, *, penalty: float | None = None, solver: str | None = None
+) -> ConvexResult:
+    r"""Largest base below every task in the PSD order: ``max tr(A) s.t. A <= A_t*`` for all t.
+
+    Relaxes LoRA-ML's symmetric PSD adapters (``A_t* - A = U_t U_t^T``) by dropping their rank
+    (PAPER.md section 2, "Useful facts"). ``A*`` is feasible; it is the optimum when dual
+    certificates ``Y_t >= 0``, ``Y_t U_t* = 0``, ``sum_t Y_t = I`` exist (they cannot for T = 2
+    unless the ranges of ``U_1*`` and ``U_2*`` are orthogonal).
+
+    Population losses (``q.N is None``) with ``penalty=None``: the order is taken on symmetric
+    parts, ``sym(A_t*) - S >= 0`` with ``A = S + skew(mean_t A_t*)`` (the skew part is common to
+    all tasks of a PSD family and invisible to the trace). Otherwise the finite-sample analogue
+    ``min_{A, P_t >= 0} sum_t f_t(A + P_t) + lambda sum_t tr(P_t)`` (per-sample-mean losses;
+    ``lambda = penalty`` or :func:`default_penalty`).
+
+    Parameters
+    ----------
+    q : Quadratics
+        T task losses of dimension d (square outputs, ``d_out = d``).
+    penalty : float, optional
+        ``lambda > 0``; forces the penalised form even for population losses.
+    solver : str, optional
+        cvxpy solver name; default Clarabel for ``d <= 30``, SCS beyond.
+
+    Returns
+    -------
+    ConvexResult
+        ``deviations[t]`` is ``sym(A_t*) - S`` (population) or ``P_t``.
+    """
+    import cvxpy as cp
+
+    start = time.perf_counter()
+    T, d = q.T, q.d
+    if q.C.shape[1] != d:
+        raise ValueError(f"the SDP relaxation needs square tasks, got d_out={q.C.shape[1]}, d={d}")
+    name = _choose_solver(d, solver)
+    exact = penalty is None and q.N is None
+    if exact:
+        B = q.least_squares()
+        skew = (B - np.swapaxes(B, 1, 2)).mean(0) / 2
+        Bs = sym(B)
+        S = cp.Variable((d, d), symmetric=True)
+        constraints = [cp.Constant(Bs[t]) - S >> 0 for t in range(T)]
+        problem = cp.Problem(cp.Maximize(cp.trace(S)), constraints)
+        _solve(problem, name)
+        S_val = _value(S, (d, d))
+        A_val = S_val + skew
+        dev = Bs - S_val[None]
+        lam = None
+    else:
+        lam = default_penalty(q) if penalty is None else float(penalty)
+        if not lam > 0:
+            raise ValueError(f"penalty must be > 0, got {penalty}")
+        A = cp.Variable((d, d))
+        P_vars = [cp.Variable((d, d), PSD=True) for _ in range(T)]
+        fit = _fit_terms(q, [A + P for P in P_vars])
+        problem = cp.Problem(cp.Minimize(sum(fit) + lam * sum(cp.trace(P) for P in P_vars)))
+        _solve(problem, name)
+        A_val = _value(A, (d, d))
+        dev = np.stack([_value(P, (d, d)) for P in P_vars])
+    return ConvexResult(
+        A_val, dev, str(problem.status), _objective(problem), name, lam, time.perf_counter() - start
+    )
+
+
+def _value(var, shape: tuple[int, int]) -> np.ndarray:
+    v = var.value
+    return np.full(shape, np.nan) if v is None else np.asarray(v, dtype=float)
+
+
+def _objective(problem) -> float:
+    v = problem.value
+    return float(v) if v is not None and np.isfinite(v) else float("nan")
