@@ -1,0 +1,434 @@
+"""The LoRA-ML landscape: global minima, saddles, curvature, descent from random starts.
+
+``F(A, U) = sum_t f_t(A + U_t U_t^T)`` (PAPER.md section 2). This module provides
+
+- the explicit continuous family of global minima for T = 2 (Theorems 2 and 4),
+  :func:`t2_global_minimum`;
+- the smallest eigenvalue of the Hessian from Hessian-vector products
+  (:func:`theory.lora_ml_hvp`) with Lanczos (``scipy.sparse.linalg.eigsh``),
+  :func:`hessian_extreme_eigenvalues`;
+- the stationary point with zero adapters (a strict saddle for T = 2), :func:`zero_adapter_point`;
+- perturbed gradient descent (Jin et al. 2017 style) from random starts, :func:`perturbed_gd`;
+- a search for stationary points from random starts with a second-order classification
+  (global minimum, saddle, spurious local minimum), :func:`search_stationary_points`.
+
+Symmetry: ``U_t -> U_t Q_t`` (Q_t orthogonal) leaves F unchanged, so the Hessian has
+``T k(k-1)/2`` zero eigenvalues at every point with full-rank adapters; "no negative curvature"
+means ``lambda_min >= -tol``, never ``> 0``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse.linalg as spla
+
+from theory.linalg import psd_factor
+from theory.objectives import Quadratics, lora_ml_grad, lora_ml_hvp, lora_ml_loss
+from theory.retraining import solve_lora_ml, sr_closed_form
+
+
+# ---------------------------------------------------------------------------------------------
+# T = 2: the continuous family of global minima
+# ---------------------------------------------------------------------------------------------
+def t2_global_minimum(
+    A_star: np.ndarray, U_star: np.ndarray, C: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""A member of the continuous family of zero-loss LoRA-ML minima for T = 2 (Theorems 2, 4).
+
+    With ``W = [U_1*, U_2*]`` (d x 2k, full column rank) and any k x k matrix C with
+    ``||C||_2 < 1``, let ``H = [[I, C], [C^T, I]]^{-1}`` and ``G = W H W^T``. Then::
+
+        Q_1 = G - U_2* U_2*^T,   Q_2 = G - U_1* U_1*^T,   A_hat = A* + U_1* U_1*^T + U_2* U_2*^T - G
+
+    are a zero-loss point: ``A_hat + Q_t = A_t*``, and each ``Q_t`` is PSD of rank k because
+    ``E_s^T H^{-1} E_s = I`` makes ``H - E_s E_s^T`` a Schur complement of rank k. ``C = 0`` gives
+    ``A_hat = A*``; for ``C != 0`` generically ``rank(A_hat - A*) = 2k`` (the bound of Theorem 2
+    is attained), and the family is continuous in C (k^2 parameters).
+
+    Parameters
+    ----------
+    A_star : ndarray, shape (d, d)
+    U_star : ndarray, shape (2, d, k)
+        Factors of the two retraining tasks (columns of ``[U_1*, U_2*]`` independent).
+    C : ndarray, shape (k, k)
+        Family parameter, spectral norm < 1.
+
+    Returns
+    -------
+    A_hat : ndarray, shape (d, d)
+    U_hat : ndarray, shape (2, d, k)
+        ``U_hat_t U_hat_t^T = Q_t``.
+    """
+    U_star = np.asarray(U_star, dtype=float)
+    if U_star.ndim != 3 or U_star.shape[0] != 2:
+        raise ValueError(f"U_star must have shape (2, d, k) for T = 2, got {U_star.shape}")
+    _, d, k = U_star.shape
+    C = np.atleast_2d(np.asarray(C, dtype=float))
+    if C.shape != (k, k):
+        raise ValueError(f"C must be {k} x {k}, got shape {C.shape}")
+    if np.linalg.norm(C, 2) >= 1:
+        raise ValueError(f"C must have spectral norm < 1, got {np.linalg.norm(C, 2):.3g}")
+    if 2 * k > d:
+        raise ValueError(f"need 2k <= d for independent columns of [U_1*, U_2*], got k={k}, d={d}")
+    W = np.concatenate([U_star[0], U_star[1]], axis=1)
+    eye = np.eye(k)
+    H = np.linalg.inv(np.block([[eye, C], [C.T, eye]]))
+    G = W @ H @ W.T
+    P = U_star @ np.swapaxes(U_star, 1, 2)
+    Q = np.stack([G - P[1], G - P[0]])
+    A_hat = A_star + P[0] + P[1] - G
+    return A_hat, psd_factor(Q, k)
+
+
+# ---------------------------------------------------------------------------------------------
+# Curvature from Hessian-vector products
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Curvature:
+    """Extreme eigenvalues of the LoRA-ML Hessian at a point.
+
+    Attributes
+    ----------
+    min_eigenvalue, max_eigenvalue : float
+    direction_A : ndarray, shape (d, d)
+    direction_U : ndarray, shape (T, d, k)
+        Unit eigenvector of the smallest eigenvalue, split into blocks.
+    method : str
+        ``"dense"`` or ``"eigsh"``.
+    """
+
+    min_eigenvalue: float
+    max_eigenvalue: float
+    direction_A: np.ndarray
+    direction_U: np.ndarray
+    method: str
+
+
+def hessian_operator(q: Quadratics, A: np.ndarray, U: np.ndarray) -> spla.LinearOperator:
+    """The Hessian of ``F(A, U)`` at ``(A, U)`` as a symmetric ``LinearOperator``.
+
+    Acts on the flattened vector ``[vec(dA), vec(dU)]`` of length ``d_out d + T d k`` through
+    :func:`theory.lora_ml_hvp`.
+    """
+    nA, shapeA = A.size, A.shape
+
+    def matvec(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float).ravel()
+        hA, hU = lora_ml_hvp(q, A, U, x[:nA].reshape(shapeA), x[nA:].reshape(U.shape))
+        return np.concatenate([hA.ravel(), hU.ravel()])
+
+    n = nA + U.size
+    return spla.LinearOperator((n, n), matvec=matvec, rmatvec=matvec, dtype=float)
+
+
+def hessian_extreme_eigenvalues(
+    q: Quadratics, A: np.ndarray, U: np.ndarray, *, method: str = "auto", tol: float = 1e-10
+) -> Curvature:
+    r"""Smallest and largest eigenvalues of the Hessian of ``F(A, U) = sum_t f_t(A + U_t U_t^T)``.
+
+    A point is a strict saddle when ``lambda_min < 0`` (Theorem 4's dichotomy for T = 2: every
+    stationary point is a global minimum or has such a direction). The Hessian is never formed
+    from formulas: it is applied through :func:`theory.lora_ml_hvp`.
+
+    Parameters
+    ----------
+    q : Quadratics
+    A : ndarray, shape (d, d)
+    U : ndarray, shape (T, d, k)
+    method : {"auto", "dense", "eigsh"}
+        ``"dense"``: apply the operator to every basis vector and use ``numpy.linalg.eigh``
+        (exact; size ``n = d^2 + T d k``). ``"eigsh"``: Lanczos on the ``LinearOperator``
+        (``which="SA"`` and ``"LA"``). ``"auto"``: dense for ``n <= 600``.
+    tol : float
+        Lanczos tolerance.
+
+    Returns
+    -------
+    Curvature
+    """
+    op = hessian_operator(q, A, U)
+    n = op.shape[0]
+    if method == "auto":
+        method = "dense" if n <= 600 else "eigsh"
+    if method == "dense":
+        H = op.matmat(np.eye(n))
+        w, V = np.linalg.eigh(0.5 * (H + H.T))
+        lo, hi, vec = float(w[0]), float(w[-1]), V[:, 0]
+    elif method == "eigsh":
+        ncv = min(n, 40)
+        w, V = spla.eigsh(op, k=1, which="SA", tol=tol, ncv=ncv, maxiter=50 * n)
+        hi = float(spla.eigsh(op, k=1, which="LA", tol=tol, ncv=ncv, maxiter=50 * n)[0][0])
+        lo, vec = float(w[0]), V[:, 0]
+    else:
+        raise ValueError(f"method must be 'auto', 'dense' or 'eigsh', got {method!r}")
+    return Curvature(lo, hi, vec[: A.size].reshape(A.shape), vec[A.size :].reshape(U.shape), method)
+
+
+def zero_adapter_point(q: Quadratics, k: int) -> tuple[np.ndarray, np.ndarray]:
+    r"""The stationary point ``U_t = 0``, ``A = A_SR`` (for T = 2 population: ``mean(A_t*)``).
+
+    At ``U = 0``: ``grad_U = (G_t + G_t^T) U_t = 0`` and ``grad_A = sum_t G_t(A_SR) = 0``. The
+    Hessian is block diagonal there (``dM_t = dA``): ``sum_t S_t`` on A and
+    ``(G_t + G_t^T) (x) I_k`` on ``U_t``, so ``lambda_min = min_t lambda_min(G_t + G_t^T)``
+    (when below ``lambda_min(sum_t S_t)``). For T = 2 population this is
+    ``-max(lambda_max(P_1 - P_2), lambda_max(P_2 - P_1)) < 0``, ``P_t = U_t* U_t*^T``
+    (PAPER.md section 2, "Useful facts": the constructed saddle of Theorem 4).
+
+    Returns
+    -------
+    A : ndarray, shape (d, d)
+    U : ndarray, shape (T, d, k), zeros
+    """
+    return sr_closed_form(q), np.zeros((q.T, q.d, k))
+
+
+# ---------------------------------------------------------------------------------------------
+# Descent from random starts
+# ---------------------------------------------------------------------------------------------
+def random_start(
+    q: Quadratics, k: int, rng: np.random.Generator, *, scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random point at the problem's scale: ``A ~ N(0, (scale m)^2)``, ``U ~ N(0, scale m / k)``.
+
+    ``m`` is the root-mean-square entry of the per-task minimisers, so ``U_t U_t^T`` and ``A`` start
+    with entries of the size of the targets'.
+    """
+    B = q.least_squares()
+    m = float(np.sqrt(np.mean(B * B))) or 1.0
+    A0 = scale * m * rng.standard_normal((B.shape[1], q.d))
+    U0 = np.sqrt(scale * m / k) * rng.standard_normal((q.T, q.d, k))
+    return A0, U0
+
+
+@dataclass
+class PGDResult:
+    """Outcome of :func:`perturbed_gd`.
+
+    Attributes
+    ----------
+    A : ndarray, shape (d, d)
+    U : ndarray, shape (T, d, k)
+    loss : float
+    grad_norm : float
+    steps : int
+    perturbations : int
+        Number of random kicks taken.
+    losses : ndarray
+        Loss before each step and at the end.
+    seconds : float
+    reached_target : bool
+        ``loss <= target_loss``.
+    """
+
+    A: np.ndarray
+    U: np.ndarray
+    loss: float
+    grad_norm: float
+    steps: int
+    perturbations: int
+    losses: np.ndarray
+    seconds: float
+    reached_target: bool
+
+
+def perturbed_gd(
+    q: Quadratics,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    init: tuple[np.ndarray, np.ndarray] | None = None,
+    max_steps: int = 20_000,
+    target_loss: float | None = None,
+    kick_ratio: float = 1e-6,
+    radius: float = 1e-3,
+    wait: int = 50,
+) -> PGDResult:
+    r"""Perturbed gradient descent on ``F(A, U) = sum_t f_t(A + U_t U_t^T)`` (Theorem 4).
+
+    Gradient steps on all blocks jointly with an Armijo backtracking step size (the objective's
+    smoothness grows with ``||U||``, so no fixed step is safe). When the gradient is small
+    *relative to the loss*, ``||grad F||^2 <= kick_ratio * T * F``, and no kick happened in the
+    last ``wait`` steps, the point is kicked by a uniform draw from the ball of radius
+    ``radius * sqrt(F)`` (Jin et al., 2017, with thresholds relative to F). Near a global minimum
+    the objective satisfies a Polyak-Lojasiewicz inequality ``||grad F||^2 >= mu F`` and is never
+    kicked; at a strict saddle ``F`` stays positive while the gradient vanishes, and the kick
+    escapes. By Theorem 4 (T = 2) every second-order stationary point is a global minimum.
+
+    Parameters
+    ----------
+    q : Quadratics
+    k : int
+        Adapter rank.
+    rng : numpy.random.Generator
+        Draws the start (when ``init`` is None) and the kicks.
+    init : (A0, U0), optional
+        Start; :func:`random_start` by default.
+    max_steps : int
+    target_loss : float, optional
+        Stop when ``F <= target_loss``; default ``1e-20 * F(0, 0)``.
+    kick_ratio : float
+        Kick when ``||grad F||^2 <= kick_ratio * T * F`` (T is the curvature of F along A).
+    radius : float
+        Kick radius relative to ``sqrt(F)``.
+    wait : int
+        Steps between kicks.
+
+    Returns
+    -------
+    PGDResult
+    """
+    start = time.perf_counter()
+    A, U = random_start(q, k, rng) if init is None else (init[0].copy(), init[1].copy())
+    f0 = float(lora_ml_loss(q, np.zeros_like(A), np.zeros_like(U))) or 1.0
+    target = 1e-20 * f0 if target_loss is None else target_loss
+    step = 1.0 / q.T
+    last_kick, kicks = -wait, 0
+    f = lora_ml_loss(q, A, U)
+    losses = [f]
+    i = 0
+    for i in range(1, max_steps + 1):
+        gA, gU = lora_ml_grad(q, A, U)
+        gn2 = float(np.sum(gA * gA) + np.sum(gU * gU))
+        if f <= target:
+            break
+        if gn2 <= kick_ratio * q.T * f and i - last_kick >= wait:
+            xi = rng.standard_normal(A.size + U.size)
+            xi *= radius * np.sqrt(f) * rng.uniform() ** (1.0 / xi.size) / np.linalg.norm(xi)
+            A = A + xi[: A.size].reshape(A.shape)
+            U = U + xi[A.size :].reshape(U.shape)
+            f, last_kick, kicks = lora_ml_loss(q, A, U), i, kicks + 1
+            losses.append(f)
+            continue
+        step *= 2.0
+        while True:
+            A_new, U_new = A - step * gA, U - step * gU
+            f_new = lora_ml_loss(q, A_new, U_new)
+            if f_new <= f - 0.5 * step * gn2 or step < 1e-300:
+                break
+            step *= 0.5
+        A, U, f = A_new, U_new, f_new
+        losses.append(f)
+    gA, gU = lora_ml_grad(q, A, U)
+    gn = float(np.sqrt(np.sum(gA * gA) + np.sum(gU * gU)))
+    return PGDResult(
+        A, U, f, gn, i, kicks, np.array(losses), time.perf_counter() - start, bool(f <= target)
+    )
+
+
+@dataclass
+class StationaryPoint:
+    """A point where a local solver stopped, with its second-order classification.
+
+    Attributes
+    ----------
+    A : ndarray, shape (d, d)
+    U : ndarray, shape (T, d, k)
+    loss : float
+    grad_norm : float
+    min_eigenvalue, max_eigenvalue : float
+        Extreme Hessian eigenvalues (:func:`hessian_extreme_eigenvalues`).
+    kind : str
+        ``"global"`` (loss within ``loss_rtol`` of the best known value), ``"saddle"``
+        (``lambda_min < -curvature_rtol * lambda_max``), ``"spurious"`` (stationary, no negative
+        curvature, loss above the global value: a spurious local minimum), or ``"unconverged"``.
+    start : tuple (A0, U0)
+        The random start, so the run can be reproduced.
+    """
+
+    A: np.ndarray
+    U: np.ndarray
+    loss: float
+    grad_norm: float
+    min_eigenvalue: float
+    max_eigenvalue: float
+    kind: str
+    start: tuple[np.ndarray, np.ndarray]
+
+
+def classify_point(
+    q: Quadratics,
+    A: np.ndarray,
+    U: np.ndarray,
+    global_value: float,
+    *,
+    loss_rtol: float = 1e-10,
+    grad_rtol: float = 1e-6,
+    curvature_rtol: float = 1e-6,
+    start: tuple[np.ndarray, np.ndarray] | None = None,
+) -> StationaryPoint:
+    """Classify ``(A, U)`` as global minimum, saddle, spurious local minimum or unconverged.
+
+    Tolerances are relative to ``F(0, 0)`` (loss), ``sqrt(F(0, 0))`` (gradient) and
+    ``lambda_max`` of the Hessian (curvature). See :class:`StationaryPoint`.
+    """
+    f0 = float(lora_ml_loss(q, np.zeros_like(A), np.zeros_like(U))) or 1.0
+    loss = lora_ml_loss(q, A, U)
+    gA, gU = lora_ml_grad(q, A, U)
+    gn = float(np.sqrt(np.sum(gA * gA) + np.sum(gU * gU)))
+    curv = hessian_extreme_eigenvalues(q, A, U)
+    if loss - global_value <= loss_rtol * f0:
+        kind = "global"
+    elif curv.min_eigenvalue < -curvature_rtol * curv.max_eigenvalue:
+        kind = "saddle"
+    elif gn <= grad_rtol * np.sqrt(f0):
+        kind = "spurious"
+    else:
+        kind = "unconverged"
+    return StationaryPoint(
+        A,
+        U,
+        loss,
+        gn,
+        curv.min_eigenvalue,
+        curv.max_eigenvalue,
+        kind,
+        start if start is not None else (A, U),
+    )
+
+
+def search_stationary_points(
+    q: Quadratics,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    starts: int = 10,
+    global_value: float | None = None,
+    scale: float = 1.0,
+    max_iter: int = 5000,
+) -> list[StationaryPoint]:
+    r"""Search for spurious minima: run the solver from random starts, classify where it stops.
+
+    Each start (:func:`random_start`) is handed to :func:`theory.solve_lora_ml` with ``init``
+    (L-BFGS on the variable-projected objective, no spectral start), and the end point is
+    classified by :func:`classify_point` against ``global_value``: 0 for a population instance
+    whose perturbations are rank-k PSD (Theorem 3 setting); by default the smallest value found by
+    the spectral-start solver and the random starts, so finite-sample and misspecified instances
+    work too.
+
+    Parameters
+    ----------
+    q : Quadratics
+    k : int
+    rng : numpy.random.Generator
+    starts : int
+    global_value : float, optional
+    scale : float
+        Start scale (see :func:`random_start`).
+    max_iter : int
+        Cap on L-BFGS iterations per start.
+
+    Returns
+    -------
+    list of StationaryPoint
+    """
+    runs = []
+    for _ in range(starts):
+        A0, U0 = random_start(q, k, rng, scale=scale)
+        runs.append(((A0, U0), solve_lora_ml(q, k, init=(A0, U0), max_iter=max_iter)))
+    if global_value is None:
+        found = [res.objective for _, res in runs]
+        global_value = min([solve_lora_ml(q, k).objective, *found])
+    return [classify_point(q, res.A, res.U, global_value, start=s) for s, res in runs]
