@@ -356,16 +356,20 @@ def make_tasks(
     tasks = []
     for name in chosen:
         idx = groups[name]
+        train_idx, held_idx = idx[:-eval_dialogues], idx[-eval_dialogues:]
+        if max_examples_per_task is not None:  # enough leading dialogues to fill the cap
+            counts = np.cumsum([len(pick(name, dialogues[j])) for j in train_idx])
+            train_idx = train_idx[: int(np.searchsorted(counts, max_examples_per_task)) + 1]
         per_dialogue = build_examples(
             dialogues,
-            idx,
+            train_idx + held_idx,
             n_candidates=n_candidates,
             seed=seed,
             pool=pool,
             targets=functools.partial(pick, name),
         )
-        train = [ex for exs in per_dialogue[:-eval_dialogues] for ex in exs]
-        held = [ex for exs in per_dialogue[-eval_dialogues:] for ex in exs]
+        train = [ex for exs in per_dialogue[: len(train_idx)] for ex in exs]
+        held = [ex for exs in per_dialogue[len(train_idx) :] for ex in exs]
         if max_examples_per_task is not None:
             train = train[:max_examples_per_task]
         tasks.append(Task(name, tuple(train), tuple(held)))
@@ -470,12 +474,13 @@ def tiny_dialogues(
 ) -> tuple[list[Dialogue], dict[str, list[int]]]:
     """A small generated data set whose replies are learnable, deterministic in ``seed``.
 
-    Every task has its own 4 words; a shared vocabulary of 40 generic words and 40 topic words
-    serves all tasks. Each dialogue has a topic word; the partner's utterances are 3 generic words
-    around the topic word, and each reply of self is ``<task word> <topic word> <task word>
-    <generic word>``. So the true reply shares the dialogue's topic word with the context (a rule
-    every task shares) and carries its task's words (a rule per task); distractors come from
-    other dialogues, mostly with other topics and other tasks' words.
+    Every task has its own 4 words; 40 generic words and 24 topic words serve all tasks. Each
+    partner utterance is three generic words around a topic word drawn afresh for the turn, and
+    the reply is ``<task word> <topic word> <task word>``. So the true reply shares the turn's
+    topic word with the context (a rule all tasks share) and is made of its task's words (a rule
+    per task). Distractors come from other dialogues: some share the topic word by chance (1 in
+    24 each), so the shared rule alone is right for most but not all examples, and knowing the
+    task's words resolves most of the rest.
 
     Parameters
     ----------
@@ -504,19 +509,19 @@ def tiny_dialogues(
     rng = np.random.default_rng([seed, 7919])
     taken: set[str] = set()
     generic = _words(rng, 40, taken)
-    topics = _words(rng, 40, taken)
+    topics = _words(rng, 24, taken)
     task_words = [_words(rng, 4, taken) for _ in range(n_tasks)]
     dialogues: list[Dialogue] = []
     groups: dict[str, list[int]] = {f"tiny-{t}": [] for t in range(n_tasks)}
     for j in range(n_tasks * dialogues_per_task):
         t = j % n_tasks
-        topic = topics[rng.integers(len(topics))]
         turns: list[str] = []
         for _ in range(turns_per_dialogue):
-            g = [generic[i] for i in rng.integers(len(generic), size=4)]
+            topic = topics[rng.integers(len(topics))]
+            g = [generic[i] for i in rng.integers(len(generic), size=3)]
             a, b = (task_words[t][i] for i in rng.choice(4, size=2, replace=False))
             turns.append(f"{g[0]} {g[1]} {topic} {g[2]}")
-            turns.append(f"{a} {topic} {b} {g[3]}")
+            turns.append(f"{a} {topic} {b}")
         dialogues.append(
             Dialogue(
                 turns=tuple(turns),
