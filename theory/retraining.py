@@ -226,7 +226,16 @@ class _Problem:
         U, V = self.split(x)
         A = self.best_A(U, V)
         g = lora_ml_grad(self.q, A, U, V)  # grad_A vanishes at best_A (envelope theorem)
-        return lora_ml_loss(self.q, A, U, V), np.concatenate([gi.ravel() for gi in g[1:]])
+        value = lora_ml_loss(self.q, A, U, V)
+        self._last = (x.copy(), value)
+        return value, np.concatenate([gi.ravel() for gi in g[1:]])
+
+    def value(self, x: np.ndarray) -> float:
+        """``phi(x)``, reusing the last evaluation when ``x`` is the point just evaluated."""
+        last = getattr(self, "_last", None)
+        if last is not None and np.array_equal(last[0], x):
+            return last[1]
+        return self.fun(x)[0]
 
 
 def _am_step(B: np.ndarray, A: np.ndarray, k: int, asymmetric: bool) -> tuple[np.ndarray, ...]:
@@ -352,7 +361,7 @@ def solve_lora_ml(
             x0,
             jac=True,
             method="L-BFGS-B",
-            callback=lambda x: history.append(prob.fun(x)[0]),
+            callback=lambda x: history.append(prob.value(x)),
             options={
                 "maxiter": max_iter,
                 "gtol": tol * scale / np.sqrt(x0.size),
