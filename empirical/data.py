@@ -377,7 +377,10 @@ def make_tasks(
 
 
 def group_by_persona(
-    dialogues: Sequence[Dialogue], persona_map: dict[tuple[str, ...], int] | None = None
+    dialogues: Sequence[Dialogue],
+    persona_map: dict[tuple[str, ...], int] | None = None,
+    *,
+    contractions: str = "i'm",
 ) -> dict[str, list[int]]:
     """Group ConvAI2 dialogues by the persona of "self".
 
@@ -389,7 +392,11 @@ def group_by_persona(
         From :func:`empirical.persona_map.load_persona_map`. If given, a dialogue belongs to the
         cluster of its normalised, sorted persona (:func:`empirical.persona_map.persona_key`);
         dialogues whose persona is not in the map belong to no group. If None, dialogues are
-        grouped by their exact set of persona sentences.
+        grouped by their exact set of persona sentences (as written).
+    contractions : {"i'm", "all"}
+        Which ConvAI2 contractions to expand before the map lookup
+        (:func:`empirical.persona_map.normalise_persona`): ``"i'm"`` as PAPER.md says (734 of the
+        valid file's 1,000 episodes match ``valid_persona_map``), ``"all"`` (all 1,000 match).
 
     Returns
     -------
@@ -412,7 +419,7 @@ def group_by_persona(
                 dialogue.origin, None, "episode has no 'your persona:' lines to group by"
             )
         if persona_map is not None:
-            cluster = persona_map.get(persona_key(dialogue.persona))
+            cluster = persona_map.get(persona_key(dialogue.persona, contractions=contractions))
             if cluster is None:
                 continue
             name = f"persona-{cluster}"
@@ -428,7 +435,7 @@ def group_by_persona(
 
 
 def _load_convai2(
-    path: str | os.PathLike | None, persona_map: str | os.PathLike | None
+    path: str | os.PathLike | None, persona_map: str | os.PathLike | None, contractions: str
 ) -> tuple[list[Dialogue], dict[str, list[int]]]:
     from empirical.persona_map import load_persona_map
 
@@ -443,7 +450,7 @@ def _load_convai2(
         persona_map = default_map if persona_map is None else persona_map
     dialogues = read_fbdialog(path)
     mapping = load_persona_map(persona_map) if persona_map is not None else None
-    return dialogues, group_by_persona(dialogues, mapping)
+    return dialogues, group_by_persona(dialogues, mapping, contractions=contractions)
 
 
 # Tiny generated data: a made-up language with task-specific words.
@@ -643,6 +650,7 @@ def load_tasks(
     persona_map: str | os.PathLike | None = None,
     eval_dialogues: int = 2,
     max_examples_per_task: int | None = None,
+    persona_contractions: str = "i'm",
 ) -> TaskSplit:
     """Retraining and unseen test tasks of response selection from one source.
 
@@ -668,6 +676,10 @@ def load_tasks(
         The last dialogues of each task held out for evaluation (the paper: 2).
     max_examples_per_task : int, optional
         Cap on each task's training examples (the first ones); held-out examples are not capped.
+    persona_contractions : {"i'm", "all"}
+        ConvAI2 with a persona map: the contractions expanded before the lookup (see
+        :func:`group_by_persona`). The default follows PAPER.md (99 clusters, 734 episodes of the
+        valid file); ``"all"`` places all 1,000 episodes (100 clusters).
 
     Returns
     -------
@@ -692,7 +704,7 @@ def load_tasks(
         raise ValueError(f"path= and persona_map= apply to source 'convai2' only, not {source!r}")
     targets = None
     if kind == "convai2":
-        dialogues, groups = _load_convai2(path, persona_map)
+        dialogues, groups = _load_convai2(path, persona_map, persona_contractions)
     elif kind == "chitchat":
         dialogues, prompts = chitchat_dialogues()
         groups, targets = chitchat_groups(dialogues, prompts, by or "prompt")

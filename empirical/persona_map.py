@@ -20,7 +20,13 @@ import numpy as np
 
 from empirical.fbdialog import DataError
 
-__all__ = ["load_persona_map", "normalise_persona", "persona_key", "restricted_loads"]
+__all__ = [
+    "CONTRACTION_MODES",
+    "load_persona_map",
+    "normalise_persona",
+    "persona_key",
+    "restricted_loads",
+]
 
 # Builtins that plain containers of strings and numbers can need.
 _SAFE_BUILTINS = frozenset({"dict", "list", "tuple", "set", "frozenset", "str", "int", "float"})
@@ -76,22 +82,57 @@ def restricted_loads(data: bytes) -> Any:
     return _RestrictedUnpickler(io.BytesIO(data)).load()
 
 
-def normalise_persona(sentence: str) -> str:
+# ConvAI2 contractions whose Persona-Chat spelling the maps use (all that occur in the valid
+# file's personas: i'm, i've, i'll, they're and n't forms; won't and can't for completeness).
+_CONTRACTIONS = (
+    (re.compile(r"\bi've\b"), "i have"),
+    (re.compile(r"\bi'll\b"), "i will"),
+    (re.compile(r"\bi'd\b"), "i would"),
+    (re.compile(r"\b(you|we|they)'re\b"), r"\1 are"),
+    (re.compile(r"\bwon't\b"), "will not"),
+    (re.compile(r"\bcan't\b"), "cannot"),
+    (re.compile(r"n't\b"), " not"),
+)
+CONTRACTION_MODES = ("i'm", "all")
+
+
+def normalise_persona(sentence: str, *, contractions: str = "i'm") -> str:
     """Persona-Chat spelling of a ConvAI2 persona sentence, as the PAML maps store it.
 
     Lower case, ``i'm`` -> ``i am``, surrounding blanks and one trailing period removed
     (``"i'm a stunt double as my second job."`` -> ``"i am a stunt double as my second job"``).
+
+    Parameters
+    ----------
+    sentence : str
+        A persona sentence as ConvAI2 writes it (without the ``your persona:`` prefix).
+    contractions : {"i'm", "all"}
+        ``"i'm"`` (default, PAPER.md section 6): only ``i'm`` is expanded; 734 of the 1,000
+        episodes of the ConvAI2 valid file then match ``valid_persona_map``. ``"all"``: also
+        ``i've``, ``i'll``, ``they're``, ``don't`` and the other ``n't`` forms (the maps hold no
+        apostrophes at all); then all 1,000 episodes match, in 100 clusters.
+
+    Returns
+    -------
+    str
     """
+    if contractions not in CONTRACTION_MODES:
+        raise ValueError(f"contractions must be one of {CONTRACTION_MODES}, got {contractions!r}")
     s = sentence.strip().lower()
     s = re.sub(r"\bi'm\b", "i am", s)
+    if contractions == "all":
+        for pattern, replacement in _CONTRACTIONS:
+            s = pattern.sub(replacement, s)
     if s.endswith("."):
         s = s[:-1].rstrip()
     return s
 
 
-def persona_key(sentences: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """The map key of a persona: its normalised sentences, sorted."""
-    return tuple(sorted(normalise_persona(s) for s in sentences))
+def persona_key(
+    sentences: tuple[str, ...] | list[str], *, contractions: str = "i'm"
+) -> tuple[str, ...]:
+    """The map key of a persona: its normalised sentences (:func:`normalise_persona`), sorted."""
+    return tuple(sorted(normalise_persona(s, contractions=contractions) for s in sentences))
 
 
 def load_persona_map(path: str | os.PathLike) -> dict[tuple[str, ...], int]:

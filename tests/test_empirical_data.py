@@ -81,6 +81,11 @@ def test_real_file_persona_groups(convai2):
     # PAPER.md says the 20 largest hold 78-173 turns; measured: 84-173 (78 is the 25th-27th
     # largest cluster; ranking by dialogue count instead gives 81-173). See the data report.
     assert turns[0] == 173 and turns[19] == 84 and turns[24] == 78
+    # the maps hold no apostrophes: expanding every contraction (i've, don't, i'll, ...) places
+    # all 1,000 episodes, in 100 clusters
+    full = group_by_persona(dialogues, mapping, contractions="all")
+    assert sum(len(idx) for idx in full.values()) == 1000 and len(full) == 100
+    assert all(set(idx) >= set(groups.get(name, [])) for name, idx in full.items())
 
 
 def test_real_file_default_tasks(convai2):
@@ -341,6 +346,15 @@ def test_normalise_persona():
     )
     assert normalise_persona("i swim in him.") == "i swim in him"
     assert persona_key(["i'm tall.", "i like cats."]) == ("i am tall", "i like cats")
+    assert normalise_persona("I've a dog.") == "i've a dog"  # PAPER.md's rule: i'm only
+    assert normalise_persona("I've a dog and i don't walk.", contractions="all") == (
+        "i have a dog and i do not walk"
+    )
+    assert normalise_persona("they're nice, i'll go, i won't", contractions="all") == (
+        "they are nice, i will go, i will not"
+    )
+    with pytest.raises(ValueError, match="contractions"):
+        normalise_persona("x", contractions="none")
 
 
 def test_group_by_persona_exact_and_mapped():
@@ -460,7 +474,7 @@ def test_tiny_is_deterministic_and_learnable():
     # of the task's own words (a rule per task, read off the task's training replies)
     shared, with_task = [], []
     for t in tasks:
-        own = {w for ex in t.train for w in ex.reply.split()}
+        own = {w for ex in t.train for w in ex.reply.split()[::2]}  # first and last words
         for ex in t.train + t.eval:
             last = set(ex.context[-1].split())
             s1 = np.array([len(last & set(c.split())) for c in ex.candidates], dtype=float)
@@ -469,7 +483,8 @@ def test_tiny_is_deterministic_and_learnable():
                 best = np.flatnonzero(scores == scores.max())
                 out.append((ex.label in best) / len(best))  # expected hits@1, ties at random
     assert 0.5 < np.mean(shared) < 0.9  # chance is 1/20
-    assert np.mean(with_task) > max(0.95, np.mean(shared) + 0.05)
+    # (a distractor of the same task with the same topic word is indistinguishable: not 100 %)
+    assert np.mean(with_task) > max(0.85, np.mean(shared) + 0.15)
     # and each task has words of its own: replies' first words never shared across tasks
     firsts = [{ex.reply.split()[0] for ex in t.train + t.eval} for t in tasks]
     assert all(not (firsts[i] & firsts[j]) for i in range(5) for j in range(i + 1, 5))
