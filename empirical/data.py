@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -110,10 +110,15 @@ class TaskSplit:
         The T retraining tasks.
     test : tuple of Task
         The unseen tasks, fine-tuned and evaluated one at a time.
+    info : dict
+        A JSON-serialisable description of how the split was made (source, files, counts of
+        dialogues, examples and groups, the chosen groups' sizes, K, seed); for results files.
+        Not part of equality.
     """
 
     retrain: tuple[Task, ...]
     test: tuple[Task, ...]
+    info: dict = field(default_factory=dict, compare=False)
 
 
 def encode_pair_texts(example: Example, sep: str) -> list[tuple[str, str]]:
@@ -373,7 +378,22 @@ def make_tasks(
         if max_examples_per_task is not None:
             train = train[:max_examples_per_task]
         tasks.append(Task(name, tuple(train), tuple(held)))
-    return TaskSplit(retrain=tuple(tasks[:n_retrain]), test=tuple(tasks[n_retrain:]))
+    info = {
+        "dialogues": len(dialogues),
+        "examples": sum(len(pick(name, dialogues[j])) for name, idx in groups.items() for j in idx),
+        "source_examples": sum(d.n_examples for d in dialogues),
+        "groups": len(groups),
+        "grouped_dialogues": len({j for idx in groups.values() for j in idx}),
+        "eligible_groups": len(eligible),
+        "chosen": {
+            name: {"examples": sizes[name][0], "dialogues": sizes[name][1]} for name in chosen
+        },
+        "n_candidates": n_candidates,
+        "seed": seed,
+        "eval_dialogues": eval_dialogues,
+        "max_examples_per_task": max_examples_per_task,
+    }
+    return TaskSplit(retrain=tuple(tasks[:n_retrain]), test=tuple(tasks[n_retrain:]), info=info)
 
 
 def group_by_persona(
@@ -436,7 +456,7 @@ def group_by_persona(
 
 def _load_convai2(
     path: str | os.PathLike | None, persona_map: str | os.PathLike | None, contractions: str
-) -> tuple[list[Dialogue], dict[str, list[int]]]:
+) -> tuple[list[Dialogue], dict[str, list[int]], dict]:
     from empirical.persona_map import load_persona_map
 
     if path is None:
@@ -450,7 +470,13 @@ def _load_convai2(
         persona_map = default_map if persona_map is None else persona_map
     dialogues = read_fbdialog(path)
     mapping = load_persona_map(persona_map) if persona_map is not None else None
-    return dialogues, group_by_persona(dialogues, mapping, contractions=contractions)
+    groups = group_by_persona(dialogues, mapping, contractions=contractions)
+    info = {
+        "path": str(path),
+        "persona_map": None if persona_map is None else str(persona_map),
+        "grouping": "exact persona set" if mapping is None else f"persona map ({contractions})",
+    }
+    return dialogues, groups, info
 
 
 # Tiny generated data: a made-up language with task-specific words.
@@ -703,14 +729,16 @@ def load_tasks(
     if kind != "convai2" and (path is not None or persona_map is not None):
         raise ValueError(f"path= and persona_map= apply to source 'convai2' only, not {source!r}")
     targets = None
+    info: dict = {"source": source if kind != "chitchat" else f"chitchat:{by or 'prompt'}"}
     if kind == "convai2":
-        dialogues, groups = _load_convai2(path, persona_map, persona_contractions)
+        dialogues, groups, more = _load_convai2(path, persona_map, persona_contractions)
+        info.update(more)
     elif kind == "chitchat":
         dialogues, prompts = chitchat_dialogues()
         groups, targets = chitchat_groups(dialogues, prompts, by or "prompt")
     else:
         dialogues, groups = tiny_dialogues(n_retrain + n_test, seed=seed)
-    return make_tasks(
+    split = make_tasks(
         dialogues,
         groups,
         n_retrain=n_retrain,
@@ -721,3 +749,5 @@ def load_tasks(
         max_examples_per_task=max_examples_per_task,
         targets=targets,
     )
+    split.info.update(info)
+    return split

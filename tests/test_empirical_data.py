@@ -95,6 +95,10 @@ def test_real_file_default_tasks(convai2):
     split = load_tasks("convai2")
     names = [t.name for t in split.retrain + split.test]
     assert len(split.retrain) == 10 and len(split.test) == 10 and len(set(names)) == 20
+    info = split.info
+    assert (info["dialogues"], info["source_examples"]) == (1000, 7801)
+    assert (info["grouped_dialogues"], info["groups"]) == (734, 99)
+    assert list(info["chosen"]) == names
     groups = group_by_persona(dialogues, load_persona_map(root / "valid_persona_map"))
     size = {n: sum(dialogues[j].n_examples for j in idx) for n, idx in groups.items()}
     ranked = sorted(size.values(), reverse=True)
