@@ -208,7 +208,9 @@ def read_fbdialog(path: str | os.PathLike) -> list[Dialogue]:
             text = blob.decode("utf-8")
         except UnicodeDecodeError as err:
             raise DataError(
-                name, lineno, f"not UTF-8 (byte {blob[err.start]:#04x} at column {err.start + 1})"
+                name,
+                lineno,
+                f"not UTF-8 (byte {blob[err.start]:#04x} at byte offset {err.start} of the line)",
             ) from None
         text = text.removesuffix("\r")
         number, space, rest = text.partition(" ")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -336,6 +338,22 @@ def test_restricted_unpickler_refuses_code(tmp_path):
     assert not marker.exists()
     with pytest.raises(pickle.UnpicklingError):
         restricted_loads(pickle.dumps(eval))
+
+
+def test_restricted_unpickler_allows_only_numeric_numpy_scalars():
+    assert restricted_loads(pickle.dumps({np.int32(3): [np.float64(1.5)]})) == {3: [1.5]}
+    for obj in (np.str_("x"), np.array([1, 2]), np.dtype("O")):
+        with pytest.raises(pickle.UnpicklingError):
+            restricted_loads(pickle.dumps(obj))
+
+
+def test_data_modules_import_without_torch():
+    code = (
+        "import sys, empirical.data, empirical.fbdialog, empirical.persona_map; "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    )
+    root = Path(__file__).parents[1]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=60)
 
 
 def test_persona_map_with_numpy_keys(tmp_path):
