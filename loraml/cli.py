@@ -19,6 +19,7 @@ from collections.abc import Sequence
 # Subcommand name -> module providing ``register(subparsers)``.
 SUBCOMMANDS: dict[str, str] = {
     "solve": "theory.cli",
+    "figures": "figures.cli",
 }
 
 

@@ -1,0 +1,200 @@
+"""Compute (or load from cache) and draw figures: the engine behind ``loraml figures``.
+
+For each figure: if ``OUT/NAME.json`` records the current key (settings + seed + code version),
+only redraw from ``OUT/NAME.npz``; otherwise run the figure's runs (in a process pool with
+``jobs > 1``), keeping each finished run in ``OUT/.partial/`` so an interrupted computation
+resumes, then write the data file and draw ``OUT/NAME.png`` and ``OUT/NAME.pdf``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from figures import cache
+from figures.registry import FigureSpec, Run, RunResult, registry, run_rng
+
+DEFAULT_OUT = Path("figures") / "output"
+
+
+@dataclass
+class Outcome:
+    """What happened to one figure.
+
+    Attributes
+    ----------
+    name : str
+    stem : Path
+        ``stem.npz``, ``stem.json``, ``stem.png``, ``stem.pdf`` were written.
+    data : dict of ndarray
+        The figure's data.
+    cached : bool
+        The data came from the cache (only redrawn).
+    seconds : float
+        Compute time summed over the figure's runs (0 when cached).
+    """
+
+    name: str
+    stem: Path
+    data: RunResult
+    cached: bool
+    seconds: float
+
+
+def execute(run: Run, seed: int) -> tuple[RunResult, float]:
+    """Run one piece of a figure with its own generator; return its arrays and wall time."""
+    start = time.perf_counter()
+    result = run.fn(run_rng(seed, run.seed_key), **run.kwargs)
+    return {k: np.asarray(v) for k, v in result.items()}, time.perf_counter() - start
+
+
+def _worker_init() -> None:
+    # One BLAS thread per worker: the matrices are small and the cores are shared.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def generate(
+    names: Sequence[str] | None = None,
+    *,
+    quick: bool = False,
+    out: str | os.PathLike[str] | None = None,
+    jobs: int = 1,
+    force: bool = False,
+    progress: bool = True,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    draw: bool = True,
+) -> list[Outcome]:
+    """Compute or load, then draw, the named figures (all when ``names`` is empty).
+
+    Parameters
+    ----------
+    names : sequence of str, optional
+        Figure names (see :func:`figures.registry.registry`); all figures when None or empty.
+    quick : bool
+        Quick protocol (fewer runs and steps, same code) instead of the full one.
+    out : path, optional
+        Output folder; default ``figures/output/quick`` or ``figures/output/full``.
+    jobs : int
+        Worker processes for the runs (1: run in this process).
+    force : bool
+        Recompute even when the cache is valid.
+    progress : bool
+        Show a tqdm progress bar over runs.
+    overrides : dict, optional
+        ``{name: {setting: value}}`` applied on top of the protocol's settings (tests use this
+        to make small instances; the cache key includes them).
+    draw : bool
+        Draw PNG and PDF after computing.
+
+    Returns
+    -------
+    list of Outcome
+    """
+    specs = registry()
+    names = list(names or specs)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise KeyError(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(specs)}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    base = Path(out) if out is not None else DEFAULT_OUT / ("quick" if quick else "full")
+    protocol = "quick" if quick else "full"
+
+    outcomes: dict[str, Outcome] = {}
+    pending: dict[str, dict[str, Any]] = {}  # name -> {spec, settings, key, runs, results, ...}
+    for name in names:
+        spec = specs[name]
+        settings = {**spec.settings(quick), **(overrides or {}).get(name, {})}
+        key = cache.settings_key(name, settings, spec.seed, spec.version)
+        stem = base / name
+        data = None if force else cache.load(stem, key)
+        if data is not None:
+            outcomes[name] = Outcome(name, stem, data, True, 0.0)
+            continue
+        runs = spec.runs(settings)
+        folder = cache.partial_dir(stem, key)
+        results: list[RunResult | None] = [cache.load_run(folder, i) for i in range(len(runs))]
+        pending[name] = dict(
+            spec=spec, settings=settings, key=key, stem=stem, runs=runs, folder=folder,
+            results=results, seconds=0.0,
+        )  # fmt: skip
+
+    todo = [(n, i) for n, p in pending.items() for i, r in enumerate(p["results"]) if r is None]
+    bar = _bar(len(todo), progress)
+    for name, p in pending.items():  # figures whose runs were all cached already
+        if all(r is not None for r in p["results"]):
+            outcomes[name] = _finish(name, p, protocol)
+
+    def done(name: str, i: int, result: RunResult, seconds: float) -> None:
+        p = pending[name]
+        cache.save_run(p["folder"], i, result)
+        p["results"][i] = result
+        p["seconds"] += seconds
+        bar.update(1)
+        bar.set_postfix_str(name)
+        if all(r is not None for r in p["results"]):
+            outcomes[name] = _finish(name, p, protocol)
+
+    try:
+        if jobs == 1 or len(todo) <= 1:
+            for name, i in todo:
+                done(name, i, *execute(pending[name]["runs"][i], pending[name]["spec"].seed))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init) as pool:
+                futures: dict[Future, tuple[str, int]] = {
+                    pool.submit(execute, pending[n]["runs"][i], pending[n]["spec"].seed): (n, i)
+                    for n, i in todo
+                }
+                while futures:
+                    finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        name, i = futures.pop(fut)
+                        done(name, i, *fut.result())
+    finally:
+        bar.close()
+
+    ordered = [outcomes[n] for n in names]
+    if draw:
+        for o in ordered:
+            spec = specs[o.name]
+            settings = {**spec.settings(quick), **(overrides or {}).get(o.name, {})}
+            from figures import plot
+
+            plot.save(spec.draw(o.data, settings), o.stem)
+    return ordered
+
+
+def _finish(name: str, p: dict[str, Any], protocol: str) -> Outcome:
+    spec: FigureSpec = p["spec"]
+    data = spec.assemble(p["settings"], p["results"])
+    meta = {
+        "figure": name,
+        "summary": spec.summary,
+        "protocol": protocol,
+        "settings": p["settings"],
+        "seed": spec.seed,
+        "version": spec.version,
+        "runs": len(p["runs"]),
+        "compute_seconds": round(p["seconds"], 2),
+        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores",
+    }
+    cache.save(p["stem"], p["key"], data, meta)
+    cache.drop_partial(p["folder"])
+    return Outcome(name, p["stem"], data, False, p["seconds"])
+
+
+def _bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled or total == 0, unit="run", desc="figures")

@@ -1,0 +1,187 @@
+"""The paper's linear sweeps: vary-d, vary-T, vary-N, vary-n, vary-k (PAPER.md section 3).
+
+One run = one task family and one data draw for one value of the swept parameter:
+
+1. ``A*``, ``U_t*`` and a test task's ``U*`` from :func:`theory.draw_family`; N noisy samples per
+   retraining task, n for the test task (noise standard deviation 0.01, the paper's actual value).
+2. Retraining: LoRA-ML by the paper's schedule (:func:`theory.lora_ml_paper_gd`, 3000 rounds of
+   10 adapter steps and one base step) and SR by gradient descent (:func:`theory.sr_gd`).
+3. Fine-tuning from each base with the *same* initial ``U, V`` (:func:`theory.finetune_gd`,
+   step 0.005, rank k, or 3k when T = 2), recording the paper's plotted loss
+   ``sum_i ||(A_test* - A - U V^T) x_i||^2`` over the n fine-tuning inputs.
+4. The closed-form asymptote: the same loss at the exact rank-r fine-tuning optimum from that base
+   (:func:`theory.finetune_closed_form`), i.e. where gradient descent is heading.
+
+Difference from the released scripts: each run draws its own task family (the scripts drew one
+family for all runs and settings), so the band covers the variation across instances too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import theory as th
+from figures.registry import FigureSpec, Run, RunResult
+
+# The paper's retraining schedule and fine-tuning step (PAPER.md section 3).
+PAPER = {
+    "base": {"d": 10, "T": 3, "N": 5000, "n": 100, "k": 1},
+    "noise_std": 0.01,
+    "rounds": 3000,
+    "inner": 10,
+    "lr_u": 0.003,
+    "lr_a": 0.03,
+    "sr_steps": 3000,
+    "sr_lr": 0.03,
+    "ft_lr": 0.005,
+    "init_std": 0.1,
+    "points": 300,
+}
+# Swept parameter -> (values, fine-tuning steps of the released scripts).
+SWEEPS = {
+    "d": ([5, 10, 20], 1400),
+    "T": ([2, 3, 5], 10000),
+    "N": ([100, 1000, 10000], 1000),
+    "n": ([100, 1000, 10000], 1000),
+    "k": ([1, 2, 3], 10000),
+}
+QUICK_RUNS, FULL_RUNS, QUICK_FT_CAP = 3, 5, 2000
+
+
+def finetune_rank(T: int, k: int) -> int:
+    """The paper's fine-tuning rank: k, or 3k when T = 2 (Theorem 4: the T = 2 minima)."""
+    return 3 * k if T == 2 else k
+
+
+def plotted_loss(q1: th.Quadratics, target: np.ndarray, M: np.ndarray) -> float:
+    """The paper's test-task loss ``sum_i ||(target - M) x_i||^2`` over the task's inputs."""
+    D = target - M
+    return float(q1.N[0] * np.sum((D @ q1.S[0]) * D))
+
+
+def sweep_run(
+    rng: np.random.Generator,
+    *,
+    d: int,
+    T: int,
+    N: int,
+    n: int,
+    k: int,
+    noise_std: float,
+    rounds: int,
+    inner: int,
+    lr_u: float,
+    lr_a: float,
+    sr_steps: int,
+    sr_lr: float,
+    ft_steps: int,
+    ft_lr: float,
+    init_std: float,
+    points: int,
+) -> RunResult:
+    """One run of a linear sweep (module docstring); curves kept at ``points`` iterations."""
+    fam = th.draw_family(d, T, k, rng)
+    q = th.Quadratics.from_data(*th.sample_family_data(fam.targets(), N, noise_std, rng))
+    target = fam.test_targets()[0]
+    q1 = th.Quadratics.from_data(*th.sample_task_data(target, n, noise_std, rng))
+
+    lora = th.lora_ml_paper_gd(
+        q, k, rng, rounds=rounds, inner=inner, lr_u=lr_u, lr_a=lr_a, init_std=init_std
+    )
+    sr = th.sr_gd(q, steps=sr_steps, lr=sr_lr)
+    r = finetune_rank(T, k)
+    init = (init_std * rng.standard_normal((d, r)), init_std * rng.standard_normal((d, r)))
+    grid = np.unique(np.linspace(0, ft_steps, points).round().astype(int))
+    out: RunResult = {"iterations": grid}
+    for label, A in (("lora", lora.A), ("sr", sr.A)):
+        ft = th.finetune_gd(q1, A, r, rng, steps=ft_steps, lr=ft_lr, init=init, target=target)
+        cf = th.finetune_closed_form(q1, A, r)
+        out[f"{label}_curve"] = ft.test_losses[grid]
+        out[f"{label}_asymptote"] = np.array(plotted_loss(q1, target, A + cf.U @ cf.V.T))
+        out[f"{label}_base_error"] = np.array(th.base_error(A, fam.A_star).fro)
+    out["lora_retrain_loss"] = np.array(lora.losses[-1])
+    return out
+
+
+def _runs(param: str):
+    def runs(s: dict[str, Any]) -> list[Run]:
+        out = []
+        for i, value in enumerate(s["values"]):
+            setting = {**s["base"], param: value}
+            kw = {key: s[key] for key in PAPER if key != "base"} | setting
+            kw["ft_steps"] = s["ft_steps"]
+            out += [Run(sweep_run, kw, (i, j)) for j in range(s["runs"])]
+        return out
+
+    return runs
+
+
+def _assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult:
+    V, R = len(s["values"]), s["runs"]
+    data: RunResult = {"values": np.array(s["values"]), "iterations": results[0]["iterations"]}
+    for key in results[0]:
+        if key != "iterations":
+            data[key] = np.stack([res[key] for res in results]).reshape(
+                (V, R) + results[0][key].shape
+            )
+    return data
+
+
+def _draw(param: str):
+    label = {"d": "d", "T": "T", "N": "N", "n": "n", "k": "k"}[param]
+
+    def draw(data: RunResult, s: dict[str, Any]):
+        from figures import plot
+
+        values = data["values"]
+        fig, axes = plot.figure(ncols=len(values), width=3.0 * len(values), height=3.3)
+        x = data["iterations"]
+        for i, (ax, v) in enumerate(zip(axes, values, strict=True)):
+            setting = {**s["base"], param: int(v)}
+            r = finetune_rank(setting["T"], setting["k"])
+            for m, (key, name) in enumerate((("lora", "LoRA-ML"), ("sr", "SR"))):
+                st = plot.style(m)
+                plot.band(
+                    ax, x, data[f"{key}_curve"][i], label=name, color=st["color"],
+                    marker=st["marker"], linestyle=plot.METHOD_STYLE[name], filled=m == 0,
+                )  # fmt: skip
+                ax.axhline(
+                    data[f"{key}_asymptote"][i].mean(), color=st["color"], linestyle=":",
+                    linewidth=1.2, label=f"{name} closed-form limit",
+                )  # fmt: skip
+            ax.set_yscale("log")
+            ax.set_title(f"{label} = {int(v)} (fine-tuning rank {r})")
+            ax.set_xlabel("fine-tuning iteration")
+        axes[0].set_ylabel("test-task loss")
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=4)
+        other = ", ".join(f"{k}={v}" for k, v in s["base"].items() if k != param)
+        fig.suptitle(
+            f"vary-{param}: {other}, noise std {s['noise_std']}, "
+            f"mean and min-max of {s['runs']} runs"
+        )
+        return fig
+
+    return draw
+
+
+def _spec(param: str) -> FigureSpec:
+    values, ft_steps = SWEEPS[param]
+    full = {**PAPER, "param": param, "values": values, "runs": FULL_RUNS, "ft_steps": ft_steps}
+    quick = {**full, "runs": QUICK_RUNS, "ft_steps": min(ft_steps, QUICK_FT_CAP)}
+    return FigureSpec(
+        name=f"vary-{param}",
+        summary=f"paper sweep over {param} in {values}: test-task loss during fine-tuning",
+        full=full,
+        quick=quick,
+        runs=_runs(param),
+        assemble=_assemble,
+        draw=_draw(param),
+        seed=20241029 + list(SWEEPS).index(param),
+        version="1",
+    )
+
+
+FIGURES = [_spec(p) for p in SWEEPS]

@@ -1,0 +1,205 @@
+"""The paper's shallow-network sweeps (v2): shallow-vary-d and shallow-vary-T (torch, CPU).
+
+Model (PAPER.md section 3, "Shallow network"): ``y = c^T sigmoid(W_t x) + eps`` with
+``W_t = A* + U_t* U_t*^T`` (A* Gaussian, not symmetrised), ``c ~ N(0, I)``, ``eps ~ N(0, 0.1^2)``,
+N retraining samples per task and n fine-tuning samples of an unseen task.
+
+- LoRA-ML learns ``(A, c)`` and one LoRA adapter ``B_t D_t`` per task on the first layer (up
+  factor zero-initialised, as in LoRA); SR learns ``(A, c)`` on the pooled tasks. Full batch,
+  AdamW (torch defaults, weight decay 0.01), one step per epoch on the sum of the task losses.
+- Fine-tuning: ``(A, c)`` frozen, a fresh rank-r LoRA (r = k, or 3k when T = 2) on the first
+  layer, AdamW on the n noisy samples; the plotted quantity is the mean squared error against
+  the *clean* labels on those inputs (the paper's "prediction error"), median over trials.
+
+The trials of one setting are computed together as a batch (independent parameters, one summed
+loss: AdamW is per-coordinate, so this equals separate runs). Every random draw (ground truth,
+data, initial weights) comes from the run's numpy Generator; torch only does arithmetic. Both
+methods start from the same initial ``(A, c)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from figures.registry import FigureSpec, Run, RunResult
+
+PAPER = {
+    "base": {"d": 10, "T": 3, "N": 1000, "n": 100, "k": 1},
+    "noise_std": 0.1,
+    "trials": 10,
+    "epochs": 40000,
+    "epochs_ft": 15000,
+    "lr": 1e-3,
+    "points": 200,
+}
+SWEEPS = {"d": [5, 10, 20], "T": [2, 3, 5, 10]}
+QUICK = {"trials": 4, "epochs": 10000, "epochs_ft": 3000}
+
+
+def finetune_rank(T: int, k: int) -> int:
+    """Fine-tuning rank: k, or 3k when T = 2 (as in the linear sweeps)."""
+    return 3 * k if T == 2 else k
+
+
+def _uniform(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+    """torch.nn.Linear's default initialisation, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``."""
+    bound = 1.0 / np.sqrt(fan_in)
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def shallow_run(
+    rng: np.random.Generator,
+    *,
+    d: int,
+    T: int,
+    N: int,
+    n: int,
+    k: int,
+    noise_std: float,
+    trials: int,
+    epochs: int,
+    epochs_ft: int,
+    lr: float,
+    points: int,
+) -> RunResult:
+    """All trials of one setting (module docstring); curves kept at ``points`` epochs."""
+    import torch
+
+    torch.set_num_threads(1)
+    B = trials
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+    # Ground truth and data.
+    A_star = rng.standard_normal((B, d, d))
+    U_star = rng.standard_normal((B, T + 1, d, k))
+    c_star = rng.standard_normal((B, d))
+    W_star = A_star[:, None] + U_star @ np.swapaxes(U_star, -1, -2)  # (B, T+1, d, d)
+
+    def labels(X: np.ndarray, W: np.ndarray) -> np.ndarray:  # X (B, m, d), W (B, d, d)
+        return (1.0 / (1.0 + np.exp(-X @ np.swapaxes(W, -1, -2)))) @ c_star[..., None]
+
+    X = rng.standard_normal((B, T, N, d))
+    y_clean = np.stack([labels(X[:, t], W_star[:, t])[..., 0] for t in range(T)], axis=1)
+    y = y_clean + noise_std * rng.standard_normal(y_clean.shape)
+    Xf = rng.standard_normal((B, n, d))
+    yf_clean = labels(Xf, W_star[:, T])[..., 0]
+    yf = yf_clean + noise_std * rng.standard_normal(yf_clean.shape)
+    X, y, Xf, yf, yf_clean = map(tensor, (X, y, Xf, yf, yf_clean))
+
+    # Shared initial weights; per-task adapters (down random, up zero).
+    A0, c0 = _uniform(rng, (B, d, d), d), _uniform(rng, (B, d), d)
+    D0 = _uniform(rng, (B, T, k, d), d)
+    r = finetune_rank(T, k)
+    Df0 = _uniform(rng, (B, r, d), d)
+
+    def predict(X: torch.Tensor, W: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        # X (..., m, d), W (..., d, d), c (..., d): c^T sigmoid(W x) for every row x.
+        return (torch.sigmoid(X @ W.transpose(-1, -2)) @ c.unsqueeze(-1)).squeeze(-1)
+
+    grid = np.unique(np.linspace(0, epochs_ft - 1, points).round().astype(int))
+    out: RunResult = {"epochs": grid}
+    for name, multi in (("lora", True), ("sr", False)):
+        A = tensor(A0).requires_grad_()
+        c = tensor(c0).requires_grad_()
+        params = [A, c]
+        if multi:
+            Dn = tensor(D0).requires_grad_()
+            Up = torch.zeros(B, T, d, k, requires_grad=True)
+            params += [Dn, Up]
+        opt = torch.optim.AdamW(params, lr=lr)
+        for _ in range(epochs):
+            W = A.unsqueeze(1) + (Up @ Dn if multi else 0.0)
+            W = W.expand(B, T, d, d)
+            loss = ((predict(X, W, c.unsqueeze(1)) - y) ** 2).mean(-1).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        A_hat, c_hat = A.detach(), c.detach()
+        out[f"{name}_base_error"] = np.linalg.norm(A_hat.numpy() - A_star, axis=(1, 2))
+
+        Dn_f = tensor(Df0).requires_grad_()
+        Up_f = torch.zeros(B, d, r, requires_grad=True)
+        opt = torch.optim.AdamW([Dn_f, Up_f], lr=lr)
+        curve = np.empty((B, epochs_ft))
+        for e in range(epochs_ft):
+            pred = predict(Xf, A_hat + Up_f @ Dn_f, c_hat)
+            with torch.no_grad():
+                curve[:, e] = ((pred - yf_clean) ** 2).mean(-1).numpy()
+            loss = ((pred - yf) ** 2).mean(-1).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        out[f"{name}_curve"] = curve[:, grid]
+    return out
+
+
+def _runs(param: str):
+    def runs(s: dict[str, Any]) -> list[Run]:
+        keys = ("noise_std", "trials", "epochs", "epochs_ft", "lr", "points")
+        return [
+            Run(shallow_run, {**s["base"], param: v, **{key: s[key] for key in keys}}, (i,))
+            for i, v in enumerate(s["values"])
+        ]
+
+    return runs
+
+
+def _assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult:
+    data: RunResult = {"values": np.array(s["values"]), "epochs": results[0]["epochs"]}
+    for key in ("lora_curve", "sr_curve", "lora_base_error", "sr_base_error"):
+        data[key] = np.stack([res[key] for res in results])
+    return data
+
+
+def _draw(param: str):
+    def draw(data: RunResult, s: dict[str, Any]):
+        from figures import plot
+
+        fig, ax = plot.figure(width=6.4, height=4.0)
+        x = data["epochs"] + 1
+        for i, v in enumerate(data["values"]):
+            st = plot.style(i)
+            for key, name in (("lora", "LoRA-ML"), ("sr", "SR")):
+                runs = data[f"{key}_curve"][i]
+                ax.plot(
+                    x, np.median(runs, axis=0), color=st["color"], marker=st["marker"],
+                    linestyle=plot.METHOD_STYLE[name], markevery=max(1, len(x) // 8),
+                    markerfacecolor=st["color"] if key == "lora" else "white",
+                    label=f"{param}={int(v)}, {name}",
+                )  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_xlabel("fine-tuning epoch")
+        ax.set_ylabel("clean-label MSE (median)")
+        ax.legend(ncols=2, loc="best")
+        other = ", ".join(f"{k}={v}" for k, v in s["base"].items() if k != param)
+        ax.set_title(
+            f"shallow-vary-{param}: {other}; {s['epochs']} retraining / {s['epochs_ft']} "
+            f"fine-tuning epochs, median of {s['trials']}",
+            fontsize=9,
+        )
+        return fig
+
+    return draw
+
+
+def _spec(param: str) -> FigureSpec:
+    full = {**PAPER, "param": param, "values": SWEEPS[param]}
+    return FigureSpec(
+        name=f"shallow-vary-{param}",
+        summary=f"shallow network, sweep over {param} in {SWEEPS[param]}: fine-tuning error",
+        full=full,
+        quick={**full, **QUICK},
+        runs=_runs(param),
+        assemble=_assemble,
+        draw=_draw(param),
+        seed=20250101 + list(SWEEPS).index(param),
+        version="1",
+        needs=("torch",),
+    )
+
+
+FIGURES = [_spec(p) for p in SWEEPS]
