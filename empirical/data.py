@@ -246,6 +246,8 @@ def build_examples(
         raise ValueError(
             f"n_candidates must be >= 2 (one true reply + distractors), got {n_candidates}"
         )
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     needs_pool = any(dialogues[j].candidates is None for j in indices)
     if pool is None and needs_pool:
         pool = _ReplyPool(dialogues)
@@ -720,6 +722,8 @@ def load_tasks(
     FileNotFoundError
         ``"convai2"`` without ``path`` where the shared files are absent.
     """
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     kind, _, by = source.partition(":")
     if kind not in ("convai2", "chitchat", "tiny") or (by and kind != "chitchat"):
         raise ValueError(

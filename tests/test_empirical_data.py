@@ -7,10 +7,13 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from empirical.data import (
     DataError,
@@ -158,6 +161,44 @@ def _write(tmp_path: Path, content: str | bytes, name: str = "data.txt") -> Path
     return path
 
 
+_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="|"),
+    min_size=1,
+    max_size=12,
+).filter(lambda t: t.strip() == t and t != "")
+
+
+@given(
+    episodes=st.lists(
+        st.tuples(
+            st.lists(_text, min_size=0, max_size=3),
+            st.lists(st.tuples(_text, _text), min_size=1, max_size=4),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_reader_round_trip(episodes):
+    lines = []
+    for persona, turns in episodes:
+        n = 0
+        for sentence in persona:
+            n += 1
+            lines.append(f"{n} your persona: {sentence}")
+        for partner, reply in turns:
+            n += 1
+            lines.append(f"{n} {partner}\t{reply}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "round_trip.txt"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        dialogues = read_fbdialog(path)
+    assert len(dialogues) == len(episodes)
+    for dialogue, (persona, turns) in zip(dialogues, episodes, strict=True):
+        assert dialogue.persona == tuple(persona)
+        assert dialogue.turns == tuple(t for pair in turns for t in pair)
+        assert [dialogue.turns[i] for i in dialogue.targets] == [r for _, r in turns]
+
+
 @pytest.mark.parametrize("trailing_newline", [True, False])
 def test_reader_small_file_keeps_last_episode(tmp_path, trailing_newline):
     text = GOOD if trailing_newline else GOOD.rstrip("\n")
@@ -187,9 +228,11 @@ def test_reader_with_candidates(tmp_path):
     assert dialogue.partner_persona == ("i like dogs.",)
     assert dialogue.candidates == (("foo", "hello", "bar", "baz"), ("fine", "qux", "foo", "quux"))
     (examples,) = build_examples([dialogue], [0], n_candidates=3, seed=1)
-    for ex, truth, given in zip(examples, ["hello", "fine"], dialogue.candidates, strict=True):
+    for ex, truth, offered in zip(examples, ["hello", "fine"], dialogue.candidates, strict=True):
         assert (
-            ex.reply == truth and set(ex.candidates) <= set(given) and len(set(ex.candidates)) == 3
+            ex.reply == truth
+            and set(ex.candidates) <= set(offered)
+            and len(set(ex.candidates)) == 3
         )
     with pytest.raises(ValueError, match="fewer than n_candidates=5"):
         build_examples([dialogue], [0], n_candidates=5, seed=1)
@@ -445,6 +488,8 @@ def test_load_tasks_rejects_bad_arguments():
         load_tasks("persona")
     with pytest.raises(ValueError, match="'convai2' only"):
         load_tasks("tiny", path="x.txt")
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        load_tasks("tiny", n_retrain=2, n_test=1, seed=-1)
     with pytest.raises(ValueError, match="eval_dialogues"):
         load_tasks("tiny", n_retrain=2, n_test=1, eval_dialogues=0)
 
