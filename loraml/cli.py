@@ -20,6 +20,7 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, str] = {
     "solve": "theory.cli",
     "figures": "figures.cli",
+    "verify": "theory.verify_cli",
 }
 
 
