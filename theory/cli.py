@@ -73,11 +73,31 @@ def _lora_ml_gd(inst: Instance, k: int | None, rng: np.random.Generator) -> Solu
     return Solution(res.A, res.U, objective, len(res.losses) - 1, res.seconds)
 
 
+def _convex(relaxation: str) -> Callable[[Instance, int | None, np.random.Generator], Solution]:
+    """Wrap a relaxation of :mod:`theory.convex` (no rank needed; cvxpy imported on use)."""
+
+    def method(inst: Instance, k: int | None, rng: np.random.Generator) -> Solution:
+        from theory import convex
+
+        try:
+            res = getattr(convex, relaxation)(inst.q)
+        except ValueError as err:
+            raise InstanceError(f"{relaxation}: {err}") from None
+        if not res.ok:
+            raise InstanceError(f"{relaxation}: the solver {res.solver} returned '{res.status}'")
+        extra = {"status": res.status, "solver": res.solver, "penalty": res.penalty}
+        return Solution(res.A, None, res.objective, 0, res.seconds, extra)
+
+    return method
+
+
 #: Method name -> solver. ``loraml solve --method`` chooses among these keys.
 METHODS: dict[str, Callable[[Instance, int | None, np.random.Generator], Solution]] = {
     "sr": _sr,
     "lora-ml": _lora_ml,
     "lora-ml-gd": _lora_ml_gd,
+    "convex-nuclear": _convex("nuclear_relaxation"),
+    "convex-sdp": _convex("sdp_relaxation"),
 }
 
 

@@ -117,7 +117,8 @@ def default_penalty(q: Quadratics) -> float:
     N = q.N.astype(float)
     if np.any(N <= q.d):
         raise ValueError(
-            f"cannot estimate the noise with N={int(N.min())} <= d={q.d} samples; pass penalty="
+            f"cannot estimate the noise level from N={int(N.min())} <= d={q.d} samples per task; "
+            "use more samples or give the penalty explicitly"
         )
     s2 = float(np.mean(2.0 * N * q.minima() / (q.d * (N - q.d))))
     return 2.0 * np.sqrt(max(s2, 0.0)) * float(np.sqrt(q.d / N.mean()))
