@@ -351,9 +351,10 @@ class StationaryPoint:
     min_eigenvalue, max_eigenvalue : float
         Extreme Hessian eigenvalues (:func:`hessian_extreme_eigenvalues`).
     kind : str
-        ``"global"`` (loss within ``loss_rtol`` of the best known value), ``"saddle"``
-        (``lambda_min < -curvature_rtol * lambda_max``), ``"spurious"`` (stationary, no negative
-        curvature, loss above the global value: a spurious local minimum), or ``"unconverged"``.
+        ``"global"`` (loss within ``loss_rtol`` of the best known value); otherwise
+        ``"unconverged"`` (gradient above ``grad_rtol``), ``"saddle"`` (stationary with
+        ``lambda_min < -curvature_rtol * lambda_max``) or ``"spurious"`` (stationary, no negative
+        curvature, loss above the global value: a spurious local minimum).
     start : tuple (A0, U0)
         The random start, so the run can be reproduced.
     """
@@ -391,12 +392,12 @@ def classify_point(
     curv = hessian_extreme_eigenvalues(q, A, U)
     if loss - global_value <= loss_rtol * f0:
         kind = "global"
+    elif gn > grad_rtol * np.sqrt(f0):
+        kind = "unconverged"
     elif curv.min_eigenvalue < -curvature_rtol * curv.max_eigenvalue:
         kind = "saddle"
-    elif gn <= grad_rtol * np.sqrt(f0):
-        kind = "spurious"
     else:
-        kind = "unconverged"
+        kind = "spurious"
     return StationaryPoint(
         A,
         U,

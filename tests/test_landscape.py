@@ -1,0 +1,217 @@
+"""The LoRA-ML landscape: the T=2 family of global minima, Hessian eigenvalues from HVPs, the
+zero-adapter saddle, perturbed gradient descent and the classification of stationary points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import theory as th
+from theory.landscape import (
+    classify_point,
+    hessian_extreme_eigenvalues,
+    hessian_operator,
+    perturbed_gd,
+    random_start,
+    search_stationary_points,
+    t2_global_minimum,
+    zero_adapter_point,
+)
+
+
+def _C(rng, k, radius):
+    C = rng.standard_normal((k, k))
+    return radius * C / np.linalg.norm(C, 2)
+
+
+def _grad_norm(q, A, U):
+    return float(np.sqrt(sum(np.sum(g * g) for g in th.lora_ml_grad(q, A, U))))
+
+
+# ---------------------------------------------------------------------------------------------
+# T = 2: the continuous family of global minima (Theorems 2 and 4)
+# ---------------------------------------------------------------------------------------------
+def _check_t2_family(k, extra, radius, seed):
+    rng = np.random.default_rng(seed)
+    d = 2 * k + extra
+    fam = th.draw_family(d, 2, k, rng)
+    q = fam.population()
+    f0 = th.lora_ml_loss(q, np.zeros((d, d)), np.zeros_like(fam.U_star))
+    A_hat, U_hat = t2_global_minimum(fam.A_star, fam.U_star, _C(rng, k, radius))
+    assert th.lora_ml_loss(q, A_hat, U_hat) <= 1e-20 * f0
+    assert _grad_norm(q, A_hat, U_hat) <= 1e-9 * np.sqrt(f0)
+    s = np.linalg.svd(A_hat - fam.A_star, compute_uv=False)
+    scale = np.linalg.norm(fam.A_star, 2)
+    assert s[2 * k - 1] > 1e-6 * scale  # the bound of Theorem 2 is attained ...
+    if 2 * k < d:
+        assert s[2 * k] <= 1e-10 * scale  # ... and never exceeded
+
+
+@given(
+    k=st.integers(1, 3),
+    extra=st.integers(0, 4),
+    radius=st.floats(0.05, 0.95),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=15)
+def test_t2_family_members_are_zero_loss_minima_with_rank_2k(k, extra, radius, seed):
+    _check_t2_family(k, extra, radius, seed)
+
+
+@pytest.mark.slow
+@given(
+    k=st.integers(1, 5),
+    extra=st.integers(0, 8),
+    radius=st.floats(0.01, 0.99),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=300)
+def test_t2_family_members_are_zero_loss_minima_with_rank_2k_thorough(k, extra, radius, seed):
+    _check_t2_family(k, extra, radius, seed)
+
+
+def test_t2_family_passes_through_the_truth_and_is_continuous(rng):
+    fam = th.draw_family(7, 2, 2, rng)
+    A0, U0 = t2_global_minimum(fam.A_star, fam.U_star, np.zeros((2, 2)))
+    np.testing.assert_allclose(A0, fam.A_star, atol=1e-10)
+    np.testing.assert_allclose(th.adapter_errors(U0, fam.U_star), 0.0, atol=1e-10)
+    C, E = _C(rng, 2, 0.5), _C(rng, 2, 1.0)
+    A_c = t2_global_minimum(fam.A_star, fam.U_star, C)[0]
+    steps = [
+        np.linalg.norm(t2_global_minimum(fam.A_star, fam.U_star, C + h * E)[0] - A_c)
+        for h in (1e-4, 1e-5)
+    ]
+    assert steps[1] == pytest.approx(steps[0] / 10, rel=1e-3)  # Lipschitz, and not constant
+    A_other = t2_global_minimum(fam.A_star, fam.U_star, -C)[0]
+    assert np.linalg.norm(A_other - A_c) > 1e-3 * np.linalg.norm(fam.A_star)  # distinct minima
+
+
+def test_t2_family_rejects_bad_parameters(rng):
+    fam = th.draw_family(6, 2, 1, rng)
+    with pytest.raises(ValueError, match="spectral norm < 1"):
+        t2_global_minimum(fam.A_star, fam.U_star, np.array([[1.0]]))
+    with pytest.raises(ValueError, match="shape \\(2, d, k\\)"):
+        t2_global_minimum(fam.A_star, th.draw_family(6, 3, 1, rng).U_star, np.zeros((1, 1)))
+    with pytest.raises(ValueError, match="1 x 1"):
+        t2_global_minimum(fam.A_star, fam.U_star, np.zeros((2, 2)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Hessian eigenvalues from Hessian-vector products
+# ---------------------------------------------------------------------------------------------
+def test_hessian_operator_is_symmetric_and_lanczos_agrees_with_dense(rng):
+    fam = th.draw_family(6, 3, 2, rng)
+    q = fam.population()
+    A, U = random_start(q, 2, rng)
+    op = hessian_operator(q, A, U)
+    x, y = rng.standard_normal(op.shape[0]), rng.standard_normal(op.shape[0])
+    assert x @ op.matvec(y) == pytest.approx(y @ op.matvec(x), rel=1e-10)
+    dense = hessian_extreme_eigenvalues(q, A, U, method="dense")
+    lanczos = hessian_extreme_eigenvalues(q, A, U, method="eigsh")
+    assert lanczos.method == "eigsh"
+    assert lanczos.min_eigenvalue == pytest.approx(dense.min_eigenvalue, rel=1e-7)
+    assert lanczos.max_eigenvalue == pytest.approx(dense.max_eigenvalue, rel=1e-7)
+    v = np.concatenate([dense.direction_A.ravel(), dense.direction_U.ravel()])
+    np.testing.assert_allclose(
+        op.matvec(v), dense.min_eigenvalue * v, atol=1e-8 * dense.max_eigenvalue
+    )
+
+
+def _saddle_closed_form(q, A):
+    """Block-diagonal Hessian at U = 0: lambda_min = min(T, min_t lambda_min(G_t + G_t^T))."""
+    G = q.grads(A)
+    return min(float(q.T), min(np.linalg.eigvalsh(g + g.T)[0] for g in G))
+
+
+@given(T=st.integers(2, 4), k=st.integers(1, 2), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=10)
+def test_zero_adapter_point_is_a_stationary_point_with_the_predicted_curvature(T, k, seed):
+    rng = np.random.default_rng(seed)
+    fam = th.draw_family(k * (T + 1) + 2, T, k, rng)
+    q = fam.population()
+    A, U = zero_adapter_point(q, k)
+    assert np.all(U == 0)
+    assert _grad_norm(q, A, U) <= 1e-10 * np.linalg.norm(q.C)
+    curv = hessian_extreme_eigenvalues(q, A, U, method="eigsh")
+    assert curv.min_eigenvalue == pytest.approx(_saddle_closed_form(q, A), rel=1e-7)
+    if T == 2:  # PAPER.md: -max(lambda_max(P_1 - P_2), lambda_max(P_2 - P_1)) < 0
+        P = fam.perturbations()
+        w = np.linalg.eigvalsh(P[0] - P[1])
+        assert curv.min_eigenvalue == pytest.approx(-max(w[-1], -w[0]), rel=1e-7)
+        assert curv.min_eigenvalue < 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Perturbed gradient descent (Theorem 4)
+# ---------------------------------------------------------------------------------------------
+def test_gradient_descent_stays_at_the_saddle_and_perturbed_descent_escapes(rng):
+    fam = th.draw_family(6, 2, 1, rng)
+    q = fam.population()
+    f0 = th.lora_ml_loss(q, np.zeros((6, 6)), np.zeros((2, 6, 1)))
+    saddle = zero_adapter_point(q, 1)
+    plain = perturbed_gd(q, 1, rng, init=saddle, kick_ratio=0.0, max_steps=300)
+    assert plain.perturbations == 0
+    assert plain.loss == pytest.approx(th.lora_ml_loss(q, *saddle), rel=1e-12)
+    kicked = perturbed_gd(q, 1, rng, init=saddle)
+    assert kicked.perturbations >= 1 and kicked.reached_target
+    assert kicked.loss <= 1e-20 * f0
+
+
+def _check_pgd_reaches_zero(k, extra, seed):
+    rng = np.random.default_rng(seed)
+    fam = th.draw_family(3 * k + extra, 2, k, rng)
+    q = fam.population()
+    res = perturbed_gd(q, k, rng)
+    f0 = th.lora_ml_loss(q, np.zeros_like(res.A), np.zeros_like(res.U))
+    assert res.reached_target and res.loss <= 1e-20 * f0
+    assert np.all(np.diff(res.losses[: res.steps]) <= 1e-12 * f0) or res.perturbations > 0
+    # where it lands: a zero-loss point, hence rank(A_hat - A*) <= 2k (Theorem 2)
+    s = np.linalg.svd(res.A - fam.A_star, compute_uv=False)
+    if 2 * k < len(s):
+        assert s[2 * k] <= 1e-6 * np.linalg.norm(fam.A_star, 2)
+
+
+@given(k=st.integers(1, 2), extra=st.integers(0, 3), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=6)
+def test_perturbed_gradient_descent_reaches_zero_loss_for_two_tasks(k, extra, seed):
+    _check_pgd_reaches_zero(k, extra, seed)
+
+
+@pytest.mark.slow
+@given(k=st.integers(1, 3), extra=st.integers(0, 6), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=100)
+def test_perturbed_gradient_descent_reaches_zero_loss_for_two_tasks_thorough(k, extra, seed):
+    _check_pgd_reaches_zero(k, extra, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification of stationary points
+# ---------------------------------------------------------------------------------------------
+def test_classify_point_tells_global_saddle_and_unconverged_apart(rng):
+    fam = th.draw_family(6, 2, 1, rng)
+    q = fam.population()
+    assert classify_point(q, fam.A_star, fam.U_star, 0.0).kind == "global"
+    saddle = classify_point(q, *zero_adapter_point(q, 1), 0.0)
+    assert saddle.kind == "saddle" and saddle.min_eigenvalue < 0
+    assert classify_point(q, *random_start(q, 1, rng), 0.0).kind == "unconverged"
+
+
+def test_a_local_minimum_above_the_global_value_is_called_spurious(rng):
+    """Rank-1 adapters on a family whose perturbations have rank 2 (misspecified): the solver's
+    minimum has positive loss; declaring the global value 0 makes it 'spurious' by definition."""
+    fam = th.draw_family(8, 3, 2, rng)
+    q = fam.population()
+    res = th.solve_lora_ml(q, 1)
+    assert classify_point(q, res.A, res.U, 0.0).kind == "spurious"
+    assert classify_point(q, res.A, res.U, res.objective).kind == "global"
+
+
+def test_search_from_random_starts_finds_only_global_minima_for_three_generic_tasks(rng):
+    fam = th.draw_family(10, 3, 2, rng)
+    points = search_stationary_points(fam.population(), 2, rng, starts=4, global_value=0.0)
+    assert [p.kind for p in points] == ["global"] * 4
+    for p in points:  # Theorem 3: every zero-loss minimiser is the truth
+        assert th.base_error(p.A, fam.A_star).relative <= 1e-8
+        assert p.start[1].shape == (3, 10, 2)
