@@ -280,7 +280,7 @@ def check_corollary1(
     Measurement (the value, not only the rank): the rank-k floor against T for d=``d_for_T``,
     k=``k_for_T``, divided by the loss of not adapting from the truth, ``1/2 ||U_{T+1}*
     U_{T+1}*^T||_F^2``; reported as ``numbers["floor_rank_k_by_T"]`` (mean, min, max over
-    ``reps_for_T`` families).
+    ``reps_for_T`` families; 0 skips the measurement).
     """
     start = time.perf_counter()
     tally = _Tally()
@@ -302,7 +302,7 @@ def check_corollary1(
 
     reps = reps_for_T if reps_for_T is not None else max(3, instances // 2)
     by_T = {}
-    for T in T_values:
+    for T in T_values if reps > 0 else ():
         if k_for_T * (T + 1) > d_for_T:
             continue
         vals = []
@@ -612,6 +612,9 @@ def check_rate(
     families: Sequence[TaskFamily] | None = None,
 ) -> CheckResult:
     r"""Adaptation rate (v2): rank-k fine-tuning from LoRA-ML has excess risk O(kd/n).
+
+    The statement presumes that retraining recovered ``A*`` (Theorem 3: T >= 3, generic); with
+    T <= 2 the LoRA-ML base carries a bias and the risk does not vanish.
 
     Per instance: LoRA-ML population retraining (:func:`theory.solve_lora_ml`), then rank-k
     finite-sample fine-tuning on n fresh samples of the test task, averaged over ``reps``
