@@ -130,6 +130,7 @@ def generate(
         )  # fmt: skip
 
     todo = [(n, i) for n, p in pending.items() for i, r in enumerate(p["results"]) if r is None]
+    todo.sort(key=lambda t: -pending[t[0]]["runs"][t[1]].cost)  # longest first (stable)
     bar = _bar(len(todo), progress)
     for name, p in pending.items():  # figures whose runs were all cached already
         if all(r is not None for r in p["results"]):

@@ -346,6 +346,7 @@ def _phase_runs(s: dict[str, Any]) -> list[Run]:
             phase_run,
             {"d": s["d"], "T": T, "k": k, "instances": s["instances"], "convex": s["convex"]},
             (i, j),
+            cost=s["instances"] * (1.0 if s["convex"] else 0.05),
         )
         for i, T in enumerate(s["Ts"])
         for j, k in enumerate(s["ks"])

@@ -34,11 +34,14 @@ class Run:
         Its arguments besides the generator.
     seed_key : tuple of int
         Spawn key of the run's ``SeedSequence`` under the figure's seed.
+    cost : float
+        Rough relative cost (1 = a linear-sweep run), so the longest runs start first.
     """
 
     fn: Callable[..., RunResult]
     kwargs: dict[str, Any]
     seed_key: tuple[int, ...]
+    cost: float = 1.0
 
 
 @dataclass(frozen=True)

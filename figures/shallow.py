@@ -140,10 +140,13 @@ def shallow_run(
 def _runs(param: str):
     def runs(s: dict[str, Any]) -> list[Run]:
         keys = ("noise_std", "trials", "epochs", "epochs_ft", "lr", "points")
-        return [
-            Run(shallow_run, {**s["base"], param: v, **{key: s[key] for key in keys}}, (i,))
-            for i, v in enumerate(s["values"])
-        ]
+        out = []
+        for i, v in enumerate(s["values"]):
+            kw = {**s["base"], param: v, **{key: s[key] for key in keys}}
+            # About 40 linear runs' worth per trial, task and 10 dimensions at 10000 epochs.
+            cost = 40 * s["trials"] * kw["T"] * kw["d"] / 10 * s["epochs"] / 1e4
+            out.append(Run(shallow_run, kw, (i,), cost))
+        return out
 
     return runs
 
@@ -177,8 +180,8 @@ def _draw(param: str):
         ax.legend(ncols=2, loc="best")
         other = ", ".join(f"{k}={v}" for k, v in s["base"].items() if k != param)
         ax.set_title(
-            f"shallow-vary-{param}: {other}; {s['epochs']} retraining / {s['epochs_ft']} "
-            f"fine-tuning epochs, median of {s['trials']}",
+            f"shallow-vary-{param}: {other}\n{s['epochs']} retraining / {s['epochs_ft']} "
+            f"fine-tuning epochs (AdamW lr {s['lr']:g}), median of {s['trials']} trials",
             fontsize=9,
         )
         return fig
