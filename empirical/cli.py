@@ -1,0 +1,142 @@
+"""``loraml empirical``: run the language experiment, rebuild its report.
+
+    loraml empirical run --preset {tiny,cpu,paper} [--seeds 0 1 2] [--out DIR] [overrides]
+    loraml empirical report DIR
+
+torch, transformers and peft are imported inside the subcommand functions only, so
+``loraml --help`` works without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from loraml.cli import UsageError
+
+PRESET_NAMES = ("tiny", "cpu", "paper")
+
+# Override flag -> (RunConfig field, type, help).
+_OVERRIDES: dict[str, tuple[str, type, str]] = {
+    "--model": ("model", str, "'tiny', 'minilm', a Hugging Face id or a local model directory"),
+    "--data": ("data", str, "'convai2', 'chitchat', 'chitchat:speaker', 'tiny' or 'auto'"),
+    "--data-path": ("data_path", str, "ConvAI2 fbdialog file (source convai2)"),
+    "--persona-map": ("persona_map", str, "PAML persona map for --data-path"),
+    "--n-retrain": ("n_retrain", int, "number of retraining tasks T"),
+    "--n-test": ("n_test", int, "number of unseen test tasks"),
+    "--candidates": ("n_candidates", int, "candidates K per example"),
+    "--max-length": ("max_length", int, "tokens per (context, candidate) pair"),
+    "--max-examples": ("max_examples_per_task", int, "cap on training examples per task"),
+    "--epochs": ("epochs", int, "retraining epochs"),
+    "--ft-epochs": ("ft_epochs", int, "fine-tuning epochs"),
+    "--lr": ("lr", float, "retraining learning rate"),
+    "--ft-lr": ("ft_lr", float, "fine-tuning learning rate"),
+    "--batch-size": ("batch_size", int, "examples per training batch"),
+    "--lora-rank": ("lora_rank", int, "LoRA-ML retraining adapter rank"),
+    "--device": ("device", str, "'auto', 'cpu', 'cuda' or 'cuda:N'"),
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``empirical`` with its ``run`` and ``report`` subcommands."""
+    parser = subparsers.add_parser(
+        "empirical",
+        help="the RoBERTa/ConvAI2 persona experiment (SR vs LoRA-ML retraining, then LoRA)",
+        description="Retrain a pretrained encoder on persona tasks by SR, LoRA-ML, last-layer-ML "
+        "or Reptile, fine-tune on unseen tasks, report hits@1.",
+    )
+    sub = parser.add_subparsers(
+        dest="empirical_command", metavar="ACTION", parser_class=type(parser)
+    )
+    run = sub.add_parser("run", help="run or resume an experiment")
+    run.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        required=True,
+        help="tiny: seconds, for tests; cpu: MiniLM offline check (~30 min a seed "
+        "on 2 cores); paper: roberta-base on ConvAI2 (GPU)",
+    )
+    run.add_argument("--seeds", type=int, nargs="+", help="training seeds (default per preset)")
+    run.add_argument("--out", type=Path, help="run directory (default runs/empirical-PRESET)")
+    run.add_argument(
+        "--methods", nargs="+", help="retraining methods: sr lora-ml last-layer-ml reptile"
+    )
+    run.add_argument("--ranks", type=int, nargs="*", help="fine-tuning LoRA ranks")
+    run.add_argument(
+        "--no-head-only", action="store_true", help="skip last-layer (fresh head only) fine-tuning"
+    )
+    run.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for flag, (_, kind, text) in _OVERRIDES.items():
+        run.add_argument(flag, type=kind, help=text)
+    run.set_defaults(func=_run)
+    report = sub.add_parser("report", help="rebuild results.md and the plot from results.json")
+    report.add_argument("dir", type=Path, help="run directory holding results.json")
+    report.set_defaults(func=_report)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def _config(args: argparse.Namespace):
+    from empirical.run import PRESETS
+
+    changes = {
+        field: getattr(args, flag.lstrip("-").replace("-", "_"))
+        for flag, (field, _, _) in _OVERRIDES.items()
+    }
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if args.methods is not None:
+        changes["methods"] = tuple(args.methods)
+    if args.ranks is not None:
+        changes["ranks"] = tuple(args.ranks)
+    if args.no_head_only:
+        changes["head_only"] = False
+    if args.bf16:
+        changes["bf16"] = True
+    cfg = dataclasses.replace(PRESETS[args.preset], **changes)
+    if args.preset == "paper" and cfg.data == "convai2" and cfg.data_path is None:
+        raise UsageError(
+            "--preset paper needs --data-path (a ConvAI2 fbdialog file) and usually --persona-map"
+        )
+    try:
+        cfg.validate()
+    except ValueError as err:
+        message = str(err)
+        field = message.split()[0]
+        flags = [f for f, (name, _, _) in _OVERRIDES.items() if name == field]
+        raise UsageError(f"{flags[0]}: {message}" if flags else message) from None
+    return cfg
+
+
+def _run(args: argparse.Namespace) -> int:
+    from empirical.run import DEFAULT_SEEDS, run_experiment
+
+    cfg = _config(args)
+    seeds = args.seeds if args.seeds is not None else list(DEFAULT_SEEDS[args.preset])
+    if any(s < 0 for s in seeds):
+        raise UsageError(f"--seeds must be non-negative, got {seeds}")
+    out = args.out or Path("runs") / f"empirical-{args.preset}"
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory")
+    try:
+        run_experiment(cfg, seeds, out, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(str(err).splitlines()[0]) from None
+    print(f"results: {out / 'results.md'}")
+    print((out / "results.md").read_text())
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from empirical.report import rebuild
+
+    if not args.dir.is_dir():
+        raise UsageError(
+            f"{args.dir} is not a directory; give a run directory holding results.json"
+        )
+    try:
+        md = rebuild(args.dir)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(md.read_text())
+    return 0

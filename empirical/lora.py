@@ -1,0 +1,180 @@
+"""Multi-task LoRA: T low-rank adapters per encoder Linear, each row routed to its task's adapter.
+
+LoRA-ML retraining trains the shared encoder weights jointly with one adapter per retraining task.
+peft holds several adapters per layer but activates one set at a time, so a batch mixing tasks
+would need a loop over tasks (or toggling ``requires_grad``). This module wraps each Linear as
+
+    y_i = W x_i + b + (alpha / r) * B_{t_i} A_{t_i} dropout(x_i),
+
+where ``t_i`` is row i's task, read from a shared :class:`TaskRouter`; A (T, r, in) and B (T, out,
+r) are gathered per row and applied with two batched matrix products. B starts at zero, so the
+adapted model equals the base model at initialisation; A starts like peft's default (uniform in
+``+-1/sqrt(in)``, i.e. Kaiming-uniform with a = sqrt(5)). The gradient of a row reaches only its
+own task's A and B (and the shared W, b), because the gather's backward scatters into that
+task's slice alone.
+
+Fine-tuning uses peft itself (one fresh adapter, base frozen): see :mod:`empirical.methods`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class TaskRouter:
+    """Holds the task index of the current batch that every :class:`MultiTaskLoRALinear` reads.
+
+    ``task_ids[j]`` is the task of the j-th group of ``rows_per_id`` consecutive input rows (for
+    the pair scorer: one example's K candidate pairs), so the adapters are gathered once per
+    example rather than once per pair.
+    """
+
+    def __init__(self) -> None:
+        self.task_ids: torch.Tensor | None = None
+        self.rows_per_id = 1
+
+    @contextmanager
+    def route(self, task_ids: torch.Tensor, rows_per_id: int = 1) -> Iterator[None]:
+        """Within the block, input rows ``j*rows_per_id ... (j+1)*rows_per_id - 1`` of every
+        wrapped layer use adapter ``task_ids[j]``."""
+        self.task_ids, self.rows_per_id = task_ids, int(rows_per_id)
+        try:
+            yield
+        finally:
+            self.task_ids, self.rows_per_id = None, 1
+
+
+class MultiTaskLoRALinear(nn.Module):
+    """A Linear layer plus T LoRA adapters, one applied per input row.
+
+    Parameters
+    ----------
+    base : nn.Linear
+        The shared layer (trained jointly unless frozen by the caller).
+    n_tasks : int
+        T.
+    rank : int
+        r >= 1.
+    alpha : float
+        Scaling numerator: the update is ``(alpha / r) B A``.
+    dropout : float
+        Dropout on the adapter's input (as peft's ``lora_dropout``).
+    router : TaskRouter
+        Supplies the (N,) task index of the current batch's rows.
+    generator : torch.Generator
+        Seeded generator for A's initialisation.
+    """
+
+    def __init__(
+        self,
+        base: nn.Linear,
+        n_tasks: int,
+        rank: int,
+        alpha: float,
+        dropout: float,
+        router: TaskRouter,
+        generator: torch.Generator,
+    ) -> None:
+        super().__init__()
+        if rank < 1 or n_tasks < 1:
+            raise ValueError(f"rank and n_tasks must be >= 1, got rank={rank}, n_tasks={n_tasks}")
+        self.base = base
+        self.router = router
+        self.scaling = float(alpha) / rank
+        bound = 1.0 / math.sqrt(base.in_features)
+        a = (torch.rand(n_tasks, rank, base.in_features, generator=generator) * 2 - 1) * bound
+        self.lora_A = nn.Parameter(a.to(base.weight.dtype).to(base.weight.device))
+        self.lora_B = nn.Parameter(
+            torch.zeros(
+                n_tasks, base.out_features, rank, dtype=base.weight.dtype, device=base.weight.device
+            )
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``base(x)`` plus each row's own adapter; x is (N, ..., in), rows routed by the router."""
+        task_ids = self.router.task_ids
+        if task_ids is None:
+            raise RuntimeError("MultiTaskLoRALinear called outside TaskRouter.route(task_ids)")
+        n = task_ids.shape[0]
+        if n * self.router.rows_per_id != x.shape[0]:
+            raise RuntimeError(
+                f"{n} task ids x {self.router.rows_per_id} rows each, but {x.shape[0]} rows"
+            )
+        y = self.base(x)
+        # Rows of one task id form one matrix: (n, rows_per_id * L, in).
+        rows = self.dropout(x).reshape(n, -1, x.shape[-1])
+        a = self.lora_A[task_ids].to(rows.dtype)  # (n, r, in)
+        b = self.lora_B[task_ids].to(rows.dtype)  # (n, out, r)
+        h = torch.bmm(rows, a.transpose(1, 2)) * self.scaling  # (n, M, r)
+        out = torch.baddbmm(y.reshape(n, -1, y.shape[-1]), h, b.transpose(1, 2).to(y.dtype))
+        return out.reshape(y.shape)
+
+
+def encoder_linear_names(encoder: nn.Module) -> list[str]:
+    """Qualified names of the encoder's transformer-block Linears (q, k, v, attention output,
+    FFN in, FFN out), excluding embeddings and pooler; in module order.
+
+    Raises
+    ------
+    ValueError
+        When the encoder has no such layer.
+    """
+    names = [
+        name
+        for name, module in encoder.named_modules()
+        if isinstance(module, nn.Linear)
+        and not name.startswith(("pooler", "embeddings"))
+        and ".layer" in f".{name}"
+    ]
+    if not names:
+        raise ValueError(f"no transformer-block Linear layers found in {type(encoder).__name__}")
+    return names
+
+
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)
+
+
+def add_multitask_lora(
+    encoder: nn.Module,
+    n_tasks: int,
+    rank: int,
+    alpha: float,
+    dropout: float,
+    generator: torch.Generator,
+) -> TaskRouter:
+    """Wrap every transformer-block Linear of ``encoder`` (in place) with T adapters.
+
+    Returns
+    -------
+    TaskRouter
+        The router the wrapped layers read; the caller routes each batch through it.
+    """
+    router = TaskRouter()
+    for name in encoder_linear_names(encoder):
+        base = encoder.get_submodule(name)
+        _set_submodule(
+            encoder,
+            name,
+            MultiTaskLoRALinear(base, n_tasks, rank, alpha, dropout, router, generator),
+        )
+    return router
+
+
+def strip_multitask_lora(encoder: nn.Module) -> nn.Module:
+    """Replace every :class:`MultiTaskLoRALinear` of ``encoder`` by its base Linear (in place).
+
+    This is how retraining adapters are discarded before fine-tuning; returns ``encoder``.
+    """
+    wrapped = [n for n, m in encoder.named_modules() if isinstance(m, MultiTaskLoRALinear)]
+    for name in wrapped:
+        _set_submodule(encoder, name, encoder.get_submodule(name).base)
+    return encoder

@@ -1,0 +1,355 @@
+"""Results of the language experiment: ``results.json``, the Table-1-like ``results.md``, a plot.
+
+``results.json`` holds everything (config, versions, every hits@1 record, summaries, the paired
+comparison, timings); ``results.md`` and ``results.png`` are pure functions of it, so
+``loraml empirical report DIR`` rebuilds them identically.
+
+Summaries. For a (method, scheme, rank) and a seed, the score is the mean hits@1 over the unseen
+test tasks (the paper's "average hits@1 over 10 test tasks"); the table gives the mean and the
+standard error (sample standard deviation / sqrt(n)) of that score over seeds.
+
+Paired comparison of LoRA-ML against SR, per fine-tuning scheme: the units are the test tasks,
+each task's hits@1 averaged over seeds; we report the mean difference, a paired t-test
+(``scipy.stats.ttest_rel``) and a two-sided sign test (``scipy.stats.binomtest`` on wins among
+non-tied tasks).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METHOD_NAMES = {
+    "sr": "SR",
+    "lora-ml": "LoRA-ML",
+    "last-layer-ML": "Last-layer-ML",
+    "last-layer-ml": "Last-layer-ML",
+    "reptile": "Reptile",
+}
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the platform and the libraries the run used."""
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("loraml", "torch", "transformers", "peft", "numpy", "scipy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "absent"
+    try:
+        import torch
+
+        out["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+        out["torch_threads"] = str(torch.get_num_threads())
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
+def _mean_se(values: list[float]) -> tuple[float, float | None]:
+    arr = np.asarray(values, dtype=float)
+    se = float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else None
+    return float(arr.mean()), se
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (method, scheme, rank): per-seed mean over tasks, then mean and standard error."""
+    by_key: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        by_key[(r["method"], r["scheme"], r["rank"])][r["seed"]].append(r["hits_at_1"])
+    rows = []
+    for (method, scheme, rank), seeds in by_key.items():
+        per_seed = {s: float(np.mean(v)) for s, v in sorted(seeds.items())}
+        mean, se = _mean_se(list(per_seed.values()))
+        rows.append(
+            {
+                "method": method,
+                "scheme": scheme,
+                "rank": rank,
+                "mean": mean,
+                "stderr": se,
+                "n_seeds": len(per_seed),
+                "n_tasks": len(next(iter(seeds.values()))),
+                "per_seed": {str(s): v for s, v in per_seed.items()},
+            }
+        )
+    return rows
+
+
+def paired_comparison(
+    records: list[dict[str, Any]], a: str = "lora-ml", b: str = "sr"
+) -> list[dict[str, Any]]:
+    """Method ``a`` against ``b`` across test tasks, per fine-tuning (scheme, rank)."""
+    from scipy import stats
+
+    table: dict[tuple, dict[str, dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for r in records:
+        if r["method"] in (a, b):
+            table[(r["scheme"], r["rank"])][r["method"]][r["task"]].append(r["hits_at_1"])
+    out = []
+    for (scheme, rank), methods in table.items():
+        if a not in methods or b not in methods:
+            continue
+        tasks = sorted(set(methods[a]) & set(methods[b]))
+        xa = np.array([np.mean(methods[a][t]) for t in tasks])
+        xb = np.array([np.mean(methods[b][t]) for t in tasks])
+        diff = xa - xb
+        wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+        t_stat = p_t = None
+        if len(tasks) > 1 and np.ptp(diff) > 0:
+            res = stats.ttest_rel(xa, xb)
+            t_stat, p_t = _finite(res.statistic), _finite(res.pvalue)
+        p_sign = float(stats.binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else None
+        out.append(
+            {
+                "a": a,
+                "b": b,
+                "scheme": scheme,
+                "rank": rank,
+                "n_tasks": len(tasks),
+                "mean_diff": float(diff.mean()) if len(tasks) else None,
+                "t": t_stat,
+                "p_t": p_t,
+                "wins": wins,
+                "losses": losses,
+                "ties": len(tasks) - wins - losses,
+                "p_sign": p_sign,
+            }
+        )
+    return out
+
+
+def throughput(timing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Seconds, examples and examples/s per (stage, method, rank), summed over seeds."""
+    acc: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0])
+    for t in timing:
+        key = (t["stage"], t["method"], t.get("rank", 0))
+        acc[key][0] += t["seconds"]
+        acc[key][1] += t["examples"]
+    return [
+        {
+            "stage": s,
+            "method": m,
+            "rank": r,
+            "seconds": sec,
+            "examples": n,
+            "examples_per_s": n / sec if sec > 0 else None,
+        }
+        for (s, m, r), (sec, n) in acc.items()
+    ]
+
+
+def build_results(
+    config: dict[str, Any],
+    records: list[dict[str, Any]],
+    timing: list[dict[str, Any]],
+    wall_seconds: float,
+) -> dict[str, Any]:
+    """Assemble the content of ``results.json``.
+
+    Parameters
+    ----------
+    config : dict
+        The run's settings (with seeds and task names).
+    records : list of dict
+        One per (method, scheme, rank, task, seed): ``hits_at_1``, ``hits``, ``n_eval``, ...
+    timing : list of dict
+        Per stage (``retrain``, ``finetune-lora``, ``finetune-head``), method and seed:
+        ``seconds`` and ``examples`` (training examples processed).
+    wall_seconds : float
+        Wall time of the invocation that wrote the results (a resumed run: only its own part).
+    """
+    return {
+        "config": config,
+        "versions": versions(),
+        "records": records,
+        "summary": summarize(records),
+        "paired": paired_comparison(records),
+        "throughput": throughput(timing),
+        "wall_seconds": wall_seconds,
+    }
+
+
+def _scheme_label(scheme: str, rank: int) -> str:
+    return f"LoRA r={rank}" if scheme == "lora" else "Last layer"
+
+
+def _method_label(method: str, config: dict[str, Any]) -> str:
+    name = METHOD_NAMES.get(method, method)
+    return f"{name}-{config.get('lora_rank')}" if method == "lora-ml" else name
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _num(x: float | None, fmt: str = ".3g") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """``results.md``: the Table-1-like table, the paired comparison and the throughput."""
+    cfg = results["config"]
+    summary = results["summary"]
+    schemes = sorted(
+        {(r["scheme"], r["rank"]) for r in summary}, key=lambda s: (s[0] == "head", s[1])
+    )
+    methods = [m for m in cfg["methods"] if any(r["method"] == m for r in summary)]
+    cell = {(r["method"], r["scheme"], r["rank"]): r for r in summary}
+    lines = [
+        "# Language experiment: hits@1 on unseen tasks after fine-tuning",
+        "",
+        f"Model `{cfg['model']}`, data `{cfg['data']}`, {len(cfg['tasks']['retrain'])} retraining "
+        f"tasks, {len(cfg['tasks']['test'])} unseen test tasks, K = {cfg['n_candidates']} "
+        f"candidates (chance {100 / cfg['n_candidates']:.1f} %), max length "
+        f"{cfg['max_length_used']} tokens, {cfg['epochs']} retraining epochs, {cfg['ft_epochs']} "
+        f"fine-tuning epochs, seeds {cfg['seeds']}, device {cfg['device_used']}.",
+        "",
+        "Hits@1 in % (mean over test tasks; mean +- standard error over seeds).",
+        "",
+        "| Retraining | " + " | ".join(_scheme_label(*s) for s in schemes) + " |",
+        "|---|" + "---|" * len(schemes),
+    ]
+    for m in methods:
+        cells = []
+        for s in schemes:
+            r = cell.get((m, *s))
+            if r is None:
+                cells.append("-")
+            elif r["stderr"] is None:
+                cells.append(_pct(r["mean"]))
+            else:
+                cells.append(f"{_pct(r['mean'])} +- {_pct(r['stderr'])}")
+        lines.append(f"| {_method_label(m, cfg)} | " + " | ".join(cells) + " |")
+    if results["paired"]:
+        lines += [
+            "",
+            "LoRA-ML against SR across test tasks (each task averaged over seeds):",
+            "",
+            "| Fine-tuning | tasks | mean difference (points) | wins / losses / ties | "
+            "paired t (p) | sign test p |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p in results["paired"]:
+            t = "-" if p["t"] is None else f"{p['t']:.2f} ({_num(p['p_t'])})"
+            lines.append(
+                f"| {_scheme_label(p['scheme'], p['rank'])} | {p['n_tasks']} | "
+                f"{_num(None if p['mean_diff'] is None else 100 * p['mean_diff'], '+.1f')} | "
+                f"{p['wins']} / {p['losses']} / {p['ties']} | {t} | {_num(p['p_sign'])} |"
+            )
+    lines += [
+        "",
+        "Training throughput (summed over seeds):",
+        "",
+        "| Stage | Method | seconds | examples | examples/s |",
+        "|---|---|---|---|---|",
+    ]
+    for t in results["throughput"]:
+        stage = t["stage"] + (f" r={t['rank']}" if t["stage"] == "finetune-lora" else "")
+        lines.append(
+            f"| {stage} | {_method_label(t['method'], cfg)} | {t['seconds']:.1f} | "
+            f"{t['examples']} | {_num(t['examples_per_s'], '.2f')} |"
+        )
+    v = results["versions"]
+    lines += [
+        "",
+        f"torch {v.get('torch')}, transformers {v.get('transformers')}, peft "
+        f"{v.get('peft')}, Python {v.get('python')}; wall time of the last invocation "
+        f"{results['wall_seconds']:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_plot(results: dict[str, Any], path: Path) -> None:
+    """Grouped bars: hits@1 per fine-tuning scheme, one bar per retraining method (+- s.e.)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg, summary = results["config"], results["summary"]
+    schemes = sorted(
+        {(r["scheme"], r["rank"]) for r in summary}, key=lambda s: (s[0] == "head", s[1])
+    )
+    methods = [m for m in cfg["methods"] if any(r["method"] == m for r in summary)]
+    cell = {(r["method"], r["scheme"], r["rank"]): r for r in summary}
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(schemes), 3.2))
+    width = 0.8 / max(len(methods), 1)
+    x = np.arange(len(schemes))
+    for j, m in enumerate(methods):
+        rows = [cell.get((m, *s)) for s in schemes]
+        means = [100 * r["mean"] if r else np.nan for r in rows]
+        errs = [100 * r["stderr"] if r and r["stderr"] is not None else 0.0 for r in rows]
+        ax.bar(
+            x + (j - (len(methods) - 1) / 2) * width,
+            means,
+            width,
+            yerr=errs,
+            capsize=3,
+            label=_method_label(m, cfg),
+        )
+    ax.axhline(100 / cfg["n_candidates"], color="grey", lw=0.8, ls="--", label="chance")
+    ax.set_xticks(x, [_scheme_label(*s) for s in schemes])
+    ax.set_ylabel("hits@1 on unseen tasks (%)")
+    ax.set_title(f"{cfg['model']} / {cfg['data']}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120, metadata={"Software": None})
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_results(results: dict[str, Any], out: str | os.PathLike) -> None:
+    """Write ``results.json``, ``results.md`` and ``results.png`` into ``out`` (atomically)."""
+    out = Path(out)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, out / "results.json")
+    rebuild(out)
+
+
+def rebuild(out: str | os.PathLike) -> Path:
+    """Rebuild ``results.md`` and ``results.png`` from ``out/results.json``; return the md path.
+
+    Raises
+    ------
+    ValueError
+        When ``out`` has no readable ``results.json``.
+    """
+    out = Path(out)
+    path = out / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ValueError(
+            f"{path} does not exist: give a run directory of 'loraml empirical run'"
+        ) from err
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from err
+    for key in ("config", "summary", "paired", "throughput", "versions", "wall_seconds"):
+        if key not in results:
+            raise ValueError(f"{path} lacks '{key}': not a results file of 'loraml empirical run'")
+    md = out / "results.md"
+    tmp = out / "results.md.tmp"
+    tmp.write_text(render_markdown(results))
+    os.replace(tmp, md)
+    render_plot(results, out / "results.png")
+    return md
