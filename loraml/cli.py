@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "solve": "theory.cli",
     "figures": "figures.cli",
     "verify": "theory.verify_cli",
+    "empirical": "empirical.cli",
 }
 
 
