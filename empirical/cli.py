@@ -68,6 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)",
+    )
     for flag, (_, kind, text) in _OVERRIDES.items():
         run.add_argument(flag, type=kind, help=text)
     run.set_defaults(func=_run)
@@ -115,6 +120,12 @@ def _run(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seeds is not None else list(DEFAULT_SEEDS[args.preset])
     if any(s < 0 for s in seeds):
         raise UsageError(f"--seeds must be non-negative, got {seeds}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / f"empirical-{args.preset}"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a directory")

@@ -187,8 +187,11 @@ def reptile_rounds(
         for _ in range(inner_steps):
             batch = []
             while len(batch) < min(batch_size, sizes[task]):
-                if not queues[task]:
-                    queues[task] = rng.permutation(sizes[task]).tolist()
+                if not queues[task]:  # a fresh permutation, this batch's examples last
+                    perm = rng.permutation(sizes[task]).tolist()
+                    queues[task] = [i for i in perm if i not in batch] + [
+                        i for i in perm if i in batch
+                    ]
                 batch.append(queues[task].pop(0))
             batches.append(batch)
         rounds.append((task, batches))

@@ -278,14 +278,19 @@ class PairTokenizer:
             for context, cand in encode_pair_texts(ex, self.sep):
                 contexts.append(context)
                 candidates.append(self._candidate(cand))
-        enc = self.tokenizer(
-            contexts,
-            candidates,
-            truncation="only_first",
-            max_length=self.max_length,
-            padding="longest",
-            return_tensors="pt",
-        )
+        side = self.tokenizer.truncation_side
+        self.tokenizer.truncation_side = "left"  # the context keeps its most recent turns
+        try:
+            enc = self.tokenizer(
+                contexts,
+                candidates,
+                truncation="only_first",
+                max_length=self.max_length,
+                padding="longest",
+                return_tensors="pt",
+            )
+        finally:
+            self.tokenizer.truncation_side = side
         token_types = enc.get("token_type_ids")
         return PairBatch(
             input_ids=enc["input_ids"],

@@ -1,0 +1,195 @@
+"""Multi-task LoRA routing, zero-initialised adapters, adapter stripping, frozen fine-tuning."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from empirical import methods as M  # noqa: E402
+from empirical.data import load_tasks  # noqa: E402
+from empirical.lora import (  # noqa: E402
+    MultiTaskLoRALinear,
+    TaskRouter,
+    encoder_linear_names,
+)
+from empirical.model import PairTokenizer, build_tiny, candidate_cross_entropy  # noqa: E402
+
+pytestmark = pytest.mark.empirical
+T = 5
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    encoder, tokenizer = build_tiny(seed=0)
+    split = load_tasks("tiny", n_retrain=T, n_test=1, n_candidates=4, seed=0)
+    return encoder, tokenizer, split
+
+
+def _batch(tokenizer, split, task_ids):
+    pairs = PairTokenizer(tokenizer, 32)
+    examples = [split.retrain[t].train[i] for i, t in enumerate(task_ids)]
+    return pairs.encode(examples, task_ids)
+
+
+def _lora_ml(encoder, randomize_b=True):
+    import copy
+
+    model = M.build_retrain_model(
+        "lora-ml",
+        copy.deepcopy(encoder),
+        T,
+        rank=3,
+        alpha=6.0,
+        dropout=0.0,
+        generator=torch.Generator().manual_seed(1),
+    )
+    if randomize_b:  # with B = 0 the gradient of A vanishes; give B values to see routing
+        g = torch.Generator().manual_seed(2)
+        for m in model.modules():
+            if isinstance(m, MultiTaskLoRALinear):
+                m.lora_B.data = torch.randn(m.lora_B.shape, generator=g) * 0.1
+    return model
+
+
+def test_lora_wraps_every_block_linear(tiny):
+    encoder, _, _ = tiny
+    names = encoder_linear_names(encoder)
+    # 2 layers x (query, key, value, attention output, FFN in, FFN out)
+    assert len(names) == 12
+    suffixes = {n.split("layer.")[1].split(".", 1)[1] for n in names}
+    assert suffixes == {
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    }
+
+
+def test_multitask_linear_matches_per_row_formula():
+    g = torch.Generator().manual_seed(0)
+    base = torch.nn.Linear(6, 4)
+    router = TaskRouter()
+    layer = MultiTaskLoRALinear(base, 3, 2, alpha=4.0, dropout=0.0, router=router, generator=g)
+    layer.lora_B.data = torch.randn(layer.lora_B.shape, generator=g)
+    x = torch.randn(4, 5, 6, generator=g)  # 2 ids x 2 rows each, 5 tokens
+    ids = torch.tensor([2, 0])
+    with router.route(ids, rows_per_id=2):
+        y = layer(x)
+    for row in range(4):
+        t = int(ids[row // 2])
+        expected = base(x[row]) + 2.0 * x[row] @ layer.lora_A[t].T @ layer.lora_B[t].T
+        torch.testing.assert_close(y[row], expected)
+    with pytest.raises(RuntimeError, match="outside TaskRouter.route"):
+        layer(x)
+
+
+def test_gradient_of_one_task_reaches_only_its_adapter_and_head(tiny):
+    encoder, tokenizer, split = tiny
+    model = _lora_ml(encoder)
+    batch = _batch(tokenizer, split, [3, 3, 3])
+    candidate_cross_entropy(model(batch), batch.labels).backward()
+    layers = [m for m in model.modules() if isinstance(m, MultiTaskLoRALinear)]
+    assert len(layers) == 12
+    for m in layers:
+        for grad in (m.lora_A.grad, m.lora_B.grad):
+            norms = grad.flatten(1).norm(dim=1)
+            assert norms[3] > 0
+            assert torch.all(norms[[0, 1, 2, 4]] == 0)
+        assert m.base.weight.grad.norm() > 0  # the shared base learns from task 3 too
+    for grad in (model.heads.dense_weight.grad, model.heads.out_weight.grad):
+        norms = grad.flatten(1).norm(dim=1)
+        assert norms[3] > 0 and torch.all(norms[[0, 1, 2, 4]] == 0)
+    assert model.encoder.embeddings.word_embeddings.weight.grad.norm() > 0
+
+
+def test_mixed_batch_routes_each_example_to_its_task(tiny):
+    encoder, tokenizer, split = tiny
+    model = _lora_ml(encoder).eval()
+    ids = [0, 3, 1, 3, 4]
+    with torch.no_grad():
+        mixed = model(_batch(tokenizer, split, ids))
+        for row, t in enumerate(ids):
+            pairs = PairTokenizer(tokenizer, 32)
+            ex = split.retrain[t].train[row]
+            alone = model(pairs.encode([ex], [t]))
+            # padding differs between batches; masked positions do not change the result
+            torch.testing.assert_close(mixed[row], alone[0], rtol=1e-4, atol=1e-5)
+            # another task's adapter and head give another score
+            other = model(pairs.encode([ex], [(t + 1) % T]))
+            assert not torch.allclose(alone, other, atol=1e-4)
+    # gradients of a mixed batch: tasks 0, 1, 3, 4 get some, task 2 none
+    model.train()
+    batch = _batch(tokenizer, split, ids)
+    candidate_cross_entropy(model(batch), batch.labels).backward()
+    layer = next(m for m in model.modules() if isinstance(m, MultiTaskLoRALinear))
+    norms = layer.lora_A.grad.flatten(1).norm(dim=1)
+    assert norms[2] == 0 and torch.all(norms[[0, 1, 3, 4]] > 0)
+
+
+def test_zero_initialised_b_equals_base_model_and_strip_restores_it(tiny):
+    import copy
+
+    encoder, tokenizer, split = tiny
+    model = _lora_ml(encoder, randomize_b=False).eval()
+    batch = _batch(tokenizer, split, [0, 1, 2, 3, 4])
+    plain = copy.deepcopy(encoder).eval()
+    with torch.no_grad():
+        adapted = model.pooled(batch)
+        ref = plain(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            token_type_ids=batch.token_type_ids,
+        ).last_hidden_state[:, 0]
+    torch.testing.assert_close(adapted, ref, rtol=0, atol=0)
+    # A is not zero: the equality comes from B = 0
+    layer = next(m for m in model.modules() if isinstance(m, MultiTaskLoRALinear))
+    assert layer.lora_A.abs().sum() > 0 and layer.lora_B.abs().sum() == 0
+    stripped = M.retrained_encoder(model)
+    assert not any(isinstance(m, MultiTaskLoRALinear) for m in stripped.modules())
+    assert stripped.state_dict().keys() == encoder.state_dict().keys()
+
+
+@pytest.mark.parametrize("scheme", ["lora", "head"])
+def test_finetuning_freezes_the_base(tiny, scheme):
+    encoder, tokenizer, split = tiny
+    torch.manual_seed(0)
+    model = M.build_finetune_model(
+        encoder, scheme, rank=2, alpha=16.0, dropout=0.0, generator=torch.Generator().manual_seed(0)
+    )
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    head = {n for n in trainable if n.startswith("heads.")}
+    assert head == {"heads.dense_weight", "heads.dense_bias", "heads.out_weight", "heads.out_bias"}
+    lora = trainable - head
+    if scheme == "head":
+        assert lora == set()
+    else:  # one A and one B per block Linear, nothing else
+        assert len(lora) == 2 * 12 and all("lora_" in n for n in lora)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch = _batch(tokenizer, split, [0, 1, 2])
+    candidate_cross_entropy(model(batch), batch.labels).backward()
+    opt.step()
+    for n, p in model.named_parameters():
+        changed = not torch.equal(p, before[n])
+        # A's gradient is zero while B = 0; the output bias shifts all K scores of an example
+        # alike, so the K-way cross-entropy gives it no gradient
+        if n in trainable and "lora_A" not in n and n != "heads.out_bias":
+            assert changed, n
+        elif n not in trainable:
+            assert not changed, n
+    # the retrained encoder handed in is not modified
+    assert all(not isinstance(m, MultiTaskLoRALinear) for m in encoder.modules())
+    assert all(p.requires_grad for p in encoder.parameters())

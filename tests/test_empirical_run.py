@@ -1,0 +1,210 @@
+"""Runs: interleaved batches, exact resume after a kill, the tiny preset end to end, the report,
+the CLI's errors, and the summary statistics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from empirical import methods as M  # noqa: E402
+from empirical import report  # noqa: E402
+from empirical.run import PRESETS, RunInterrupted, StepBudget, run_experiment  # noqa: E402
+from loraml.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.empirical
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_interleaved_batches_cover_each_example_once_and_mix_tasks():
+    sizes = [5, 3, 7]
+    batches = M.interleaved_batches(sizes, 4, np.random.default_rng(0))
+    flat = [item for b in batches for item in b]
+    assert sorted(flat) == sorted((t, i) for t, n in enumerate(sizes) for i in range(n))
+    assert [len(b) for b in batches] == [4, 4, 4, 3]
+    assert len({t for t, _ in batches[0]}) == 3  # the first batch holds all three tasks
+    assert [t for t, _ in flat[:6]] == [0, 1, 2, 0, 1, 2]
+    again = M.interleaved_batches(sizes, 4, np.random.default_rng(0))
+    assert again == batches
+
+
+def test_reptile_rounds_use_one_task_each_and_match_the_epoch_budget():
+    rounds = M.reptile_rounds([10, 4], 3, 2, np.random.default_rng(0))
+    assert len(rounds) == 3  # ceil(14 / (3 * 2))
+    for task, batches in rounds:
+        assert len(batches) == 2
+        assert all(0 <= i < [10, 4][task] for b in batches for i in b)
+        assert all(len(set(b)) == len(b) for b in batches)
+    assert {task for task, _ in rounds[:2]} == {0, 1}
+
+
+def _small(cfg_name="tiny", **changes):
+    return dataclasses.replace(PRESETS[cfg_name], **changes)
+
+
+def _hits(results):
+    return sorted(
+        (r["method"], r["scheme"], r["rank"], r["task"], r["seed"], r["hits"])
+        for r in results["records"]
+    )
+
+
+@pytest.mark.parametrize(("stop_at", "method"), [(4, "sr"), (15, "lora-ml")])
+def test_killed_run_resumes_to_identical_results(tmp_path, stop_at, method):
+    # tiny: 3 batches per retraining epoch, 2 epochs (steps 1-6), then 2 test tasks x 2 epochs
+    # x 1 batch of LoRA fine-tuning (steps 7-10); LoRA-ML retrains in steps 11-16. Steps 4 and
+    # 15 fall in the second retraining epoch of SR and LoRA-ML, after a checkpoint.
+    cfg = _small(methods=("sr", "lora-ml"), head_only=False)
+    full = run_experiment(cfg, [0], tmp_path / "full", progress=False)
+    with pytest.raises(RunInterrupted):
+        run_experiment(cfg, [0], tmp_path / "cut", progress=False, budget=StepBudget(stop_at))
+    assert not (tmp_path / "cut" / "results.json").exists()
+    ckpt = torch.load(tmp_path / "cut/seed0" / f"retrain-{method}.ckpt.pt", weights_only=False)
+    assert ckpt["epoch"] == 1  # the resumed run starts from this checkpoint
+    resumed = run_experiment(cfg, [0], tmp_path / "cut", progress=False)
+    assert _hits(resumed) == _hits(full)
+    for method in cfg.methods:
+        a = torch.load(tmp_path / "full/seed0" / f"base-{method}.pt", weights_only=True)
+        b = torch.load(tmp_path / "cut/seed0" / f"base-{method}.pt", weights_only=True)
+        assert a["steps"] == b["steps"] == 6
+        for key, value in a["encoder"].items():
+            assert torch.equal(value, b["encoder"][key]), key
+    # retraining changed the encoder (the resume comparison is not between untouched weights)
+    from empirical.model import load_encoder
+
+    start = load_encoder("tiny")[0].state_dict()
+    assert any(not torch.equal(start[k], v) for k, v in a["encoder"].items())
+
+
+def test_tiny_preset_end_to_end_and_report_rebuilds_identically(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["empirical", "run", "--preset", "tiny", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    cfg = results["config"]
+    n_test = len(cfg["tasks"]["test"])
+    assert n_test == PRESETS["tiny"].n_test and len(cfg["tasks"]["retrain"]) == 3
+    keys = {(r["method"], r["scheme"], r["rank"]) for r in results["records"]}
+    assert keys == {(m, s, r) for m in M.RETRAIN_METHODS for s, r in (("lora", 2), ("head", 0))}
+    assert len(results["records"]) == len(keys) * n_test
+    for r in results["records"]:
+        assert 0 <= r["hits"] <= r["n_eval"] and r["hits_at_1"] == r["hits"] / r["n_eval"]
+    for row in results["summary"]:
+        mine = [
+            r["hits_at_1"]
+            for r in results["records"]
+            if (r["method"], r["scheme"], r["rank"]) == (row["method"], row["scheme"], row["rank"])
+        ]
+        assert row["mean"] == pytest.approx(np.mean(mine)) and row["stderr"] is None
+    assert {(p["scheme"], p["rank"]) for p in results["paired"]} == {("lora", 2), ("head", 0)}
+    assert all(t["examples_per_s"] > 0 for t in results["throughput"])
+    assert results["versions"]["torch"] == torch.__version__
+    md = (out / "results.md").read_text()
+    assert "| LoRA-ML-2 |" in md and "| SR |" in md and (out / "results.png").stat().st_size > 0
+    (out / "results.md").unlink()
+    (out / "results.png").unlink()
+    capsys.readouterr()
+    assert main(["empirical", "report", str(out)]) == 0
+    assert (out / "results.md").read_text() == md
+    assert (out / "results.png").exists()
+    assert "Hits@1" in capsys.readouterr().out
+    # a rerun with the same command resumes from the finished files: same numbers
+    assert main(["empirical", "run", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert _hits(again) == _hits(results)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--preset", "tiny", "--candidates", "1"], "--candidates"),
+        (["run", "--preset", "tiny", "--methods", "maml"], "methods"),
+        (["run", "--preset", "tiny", "--model", "/no/such/model"], "--model"),
+        (["run", "--preset", "paper"], "--data-path"),
+        (["run", "--preset", "huge"], "invalid choice"),
+        (["report", "/no/such/dir"], "not a directory"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path):
+    if argv[0] == "run" and "--out" not in argv:
+        argv = [*argv, "--out", str(tmp_path / "x"), "--no-progress"]
+    with pytest.raises(SystemExit) if "huge" in argv else _nothing():
+        rc = main(["empirical", *argv])
+        assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_cli_refuses_other_settings_in_an_existing_run_dir(tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = _small(methods=("sr",), ranks=(), epochs=1, ft_epochs=1)
+    run_experiment(cfg, [0], out, progress=False)
+    rc = main(["empirical", "run", "--preset", "tiny", "--out", str(out), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert "other settings" in err and "methods" in err and "\n" not in err
+    (out / "results.json").write_text("{}")
+    assert main(["empirical", "report", str(out)]) == 2
+    assert "lacks 'config'" in capsys.readouterr().err
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_summary_and_paired_comparison_by_hand():
+    def rec(method, task, seed, h):
+        return {
+            "method": method,
+            "scheme": "lora",
+            "rank": 8,
+            "task": task,
+            "seed": seed,
+            "hits_at_1": h,
+        }
+
+    records = [
+        rec("sr", "a", 0, 0.2),
+        rec("sr", "b", 0, 0.4),
+        rec("sr", "c", 0, 0.3),
+        rec("sr", "a", 1, 0.4),
+        rec("sr", "b", 1, 0.6),
+        rec("sr", "c", 1, 0.5),
+        rec("lora-ml", "a", 0, 0.5),
+        rec("lora-ml", "b", 0, 0.5),
+        rec("lora-ml", "c", 0, 0.6),
+        rec("lora-ml", "a", 1, 0.5),
+        rec("lora-ml", "b", 1, 0.7),
+        rec("lora-ml", "c", 1, 0.6),
+    ]
+    summary = {r["method"]: r for r in report.summarize(records)}
+    # SR per-seed means 0.3 and 0.5: mean 0.4, standard error 0.1
+    assert summary["sr"]["mean"] == pytest.approx(0.4)
+    assert summary["sr"]["stderr"] == pytest.approx(0.1)
+    assert summary["sr"]["per_seed"] == pytest.approx({"0": 0.3, "1": 0.5})
+    (paired,) = report.paired_comparison(records)
+    # per-task means: SR (0.3, 0.5, 0.4), LoRA-ML (0.5, 0.6, 0.6): differences 0.2, 0.1, 0.2
+    assert paired["mean_diff"] == pytest.approx(0.5 / 3)
+    assert (paired["wins"], paired["losses"], paired["ties"]) == (3, 0, 0)
+    assert paired["p_sign"] == pytest.approx(0.25)
+    d = np.array([0.2, 0.1, 0.2])
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(3))
+    assert paired["t"] == pytest.approx(t)
