@@ -156,7 +156,7 @@ def test_gradient_descent_stays_at_the_saddle_and_perturbed_descent_escapes(rng)
     assert plain.loss == pytest.approx(th.lora_ml_loss(q, *saddle), rel=1e-12)
     kicked = perturbed_gd(q, 1, rng, init=saddle)
     assert kicked.perturbations >= 1 and kicked.reached_target
-    assert kicked.loss <= 1e-20 * f0
+    assert kicked.loss <= 1e-14 * f0
 
 
 def _check_pgd_reaches_zero(k, extra, seed):
@@ -165,7 +165,7 @@ def _check_pgd_reaches_zero(k, extra, seed):
     q = fam.population()
     res = perturbed_gd(q, k, rng)
     f0 = th.lora_ml_loss(q, np.zeros_like(res.A), np.zeros_like(res.U))
-    assert res.reached_target and res.loss <= 1e-20 * f0
+    assert res.reached_target and res.loss <= 1e-14 * f0
     assert np.all(np.diff(res.losses[: res.steps]) <= 1e-12 * f0) or res.perturbations > 0
     # where it lands: a zero-loss point, hence rank(A_hat - A*) <= 2k (Theorem 2)
     s = np.linalg.svd(res.A - fam.A_star, compute_uv=False)

@@ -545,8 +545,9 @@ def check_theorem4(
     - every end point of ``starts`` L-BFGS runs from random starts is global
       (``F <= 1e-10 F(0, 0)``) or has negative curvature (``lambda_min < -1e-6 lambda_max``);
       none is a spurious local minimum (unconverged runs are counted, not judged);
-    - perturbed gradient descent (run to ``1e-24 F(0, 0)``) from ``starts`` random starts and
-      from the saddle itself reaches ``F <= 1e-20 F(0, 0)``.
+    - perturbed gradient descent (run to ``1e-16 F(0, 0)``, at most 20000 steps) from ``starts``
+      random starts and from the saddle itself reaches ``F <= 1e-12 F(0, 0)`` (near the
+      degenerate T = 2 minima gradient descent can slow to ~1e-15 after 20000 steps).
     """
     start = time.perf_counter()
     tally = _Tally()
@@ -578,8 +579,8 @@ def check_theorem4(
                 tally.claim(-np.inf, f"{desc}: spurious local minimum, loss {p.loss:.2e}")
         inits = [random_start(q, k, rng) for _ in range(starts)] + [(A0, U0)]
         for init in inits:
-            res = perturbed_gd(q, k, rng, init=init, target_loss=1e-24 * f0)
-            tally.claim(below(res.loss / f0, 1e-20), f"{desc}: PGD stopped at loss {res.loss:.1e}")
+            res = perturbed_gd(q, k, rng, init=init, target_loss=1e-16 * f0)
+            tally.claim(below(res.loss / f0, 1e-12), f"{desc}: PGD stopped at loss {res.loss:.1e}")
             steps.append(res.steps)
             kicks.append(res.perturbations)
     numbers = {
@@ -739,8 +740,9 @@ def check_convex(
 ) -> CheckResult:
     r"""Measurement: where the convex relaxations recover ``A*``, against LoRA-ML.
 
-    For each ``(d, T, k)`` in ``grid`` (default: d = 10, T in {2, 3, 4, 6}, k in {1, 2} where
-    ``k(T+1) <= d``) ``reps`` population families; a method "recovers" when
+    For each ``(d, T, k)`` in ``grid`` (default: d = 10 with T in {2, 3, 4, 6, 9}, k in {1, 2, 3},
+    and d = 20 with T in {3, 4, 6}, k in {1, 2, 4}, wherever ``k(T+1) <= d``) ``reps`` population
+    families; a method "recovers" when
     ``||A_hat - A*||_F <= recover_tol ||A*||_F``. Reported per grid cell: recovery counts of
     the nuclear-norm median, the SDP and LoRA-ML, and the median relative errors.
 
@@ -756,7 +758,8 @@ def check_convex(
         cells = {"instance": list(families)}
     else:
         if grid is None:
-            grid = [(10, T, k) for T in (2, 3, 4, 6) for k in (1, 2) if k * (T + 1) <= 10]
+            grid = [(10, T, k) for T in (2, 3, 4, 6, 9) for k in (1, 2, 3) if k * (T + 1) <= 10]
+            grid += [(20, T, k) for T in (3, 4, 6) for k in (1, 2, 4) if k * (T + 1) <= 20]
         cells = {
             f"d={d},T={T},k={k}": [draw_generic_family(rng, d, T, k) for _ in range(reps)]
             for d, T, k in grid
@@ -807,7 +810,8 @@ def check_beyond(rng: np.random.Generator, *, reps: int = 3) -> CheckResult:
 
     Three settings, ``reps`` families each, population losses:
 
-    - ``crowded``: ``k(T+1) > d`` (d = 6, T = 4, k = 2: genericity impossible);
+    - ``crowded``: ``k(T+1) > d`` (d = 6 with T = 4, k = 2 and T = 5, k = 3: genericity is
+      impossible);
     - ``general``: perturbations ``U_t* V_t*^T`` (not PSD; d = 12, T = 3, k = 1), retrained with
       symmetric and with asymmetric adapters;
     - ``asymmetric_on_psd``: PSD perturbations retrained with asymmetric adapters
@@ -819,6 +823,7 @@ def check_beyond(rng: np.random.Generator, *, reps: int = 3) -> CheckResult:
     start = time.perf_counter()
     settings = {
         "crowded_d6_T4_k2": dict(d=6, T=4, k=2, perturbation="psd", asym=[False]),
+        "crowded_d6_T5_k3": dict(d=6, T=5, k=3, perturbation="psd", asym=[False]),
         "general_UV_d12_T3_k1": dict(d=12, T=3, k=1, perturbation="general", asym=[False, True]),
         "asymmetric_on_psd_d10_T3_k1": dict(d=10, T=3, k=1, perturbation="psd", asym=[True]),
     }

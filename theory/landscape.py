@@ -288,7 +288,8 @@ def perturbed_gd(
         Start; :func:`random_start` by default.
     max_steps : int
     target_loss : float, optional
-        Stop when ``F <= target_loss``; default ``1e-20 * F(0, 0)``.
+        Stop when ``F <= target_loss``; default ``1e-14 * F(0, 0)`` (a relative residual of
+        1e-7; near degenerate minima gradient descent converges slowly below that).
     kick_ratio : float
         Kick when ``||grad F||^2 <= kick_ratio * T * F`` (T is the curvature of F along A).
     radius : float
@@ -303,7 +304,7 @@ def perturbed_gd(
     start = time.perf_counter()
     A, U = random_start(q, k, rng) if init is None else (init[0].copy(), init[1].copy())
     f0 = float(lora_ml_loss(q, np.zeros_like(A), np.zeros_like(U))) or 1.0
-    target = 1e-20 * f0 if target_loss is None else target_loss
+    target = 1e-14 * f0 if target_loss is None else target_loss
     step = 1.0 / q.T
     last_kick, kicks = -wait, 0
     f = lora_ml_loss(q, A, U)

@@ -22,12 +22,12 @@ PROFILES: dict[str, tuple[str, dict, dict]] = {
     "corollary1": ("check_corollary1", {"instances": 20}, {"instances": 200}),
     "theorem2": ("check_theorem2", {"instances": 6, "starts": 3}, {"instances": 40, "starts": 10}),
     "theorem3": ("check_theorem3", {"instances": 10, "starts": 3}, {"instances": 50, "starts": 10}),
-    "theorem4": ("check_theorem4", {"instances": 3, "starts": 3}, {"instances": 20, "starts": 8}),
+    "theorem4": ("check_theorem4", {"instances": 3, "starts": 3}, {"instances": 10, "starts": 5}),
     "rate": ("check_rate", {"instances": 2, "reps": 30}, {"instances": 10, "reps": 200}),
     "spurious": (
         "check_spurious",
         {"instances": 6, "starts": 5, "gd_starts": 1},
-        {"instances": 40, "starts": 20, "gd_starts": 5},
+        {"instances": 30, "starts": 10, "gd_starts": 3},
     ),
     "retraining": ("check_retraining", {"reps": 3}, {"reps": 20}),
     "convex": (
