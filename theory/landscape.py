@@ -10,7 +10,8 @@
 - the stationary point with zero adapters (a strict saddle for T = 2), :func:`zero_adapter_point`;
 - perturbed gradient descent (Jin et al. 2017 style) from random starts, :func:`perturbed_gd`;
 - a search for stationary points from random starts with a second-order classification
-  (global minimum, saddle, spurious local minimum), :func:`search_stationary_points`.
+  (global minimum, saddle, spurious local minimum), :func:`search_stationary_points`, and an
+  L-BFGS finish for slow first-order runs, :func:`polish`.
 
 Symmetry: ``U_t -> U_t Q_t`` (Q_t orthogonal) leaves F unchanged, so the Hessian has
 ``T k(k-1)/2`` zero eigenvalues at every point with full-rank adapters; "no negative curvature"
@@ -337,6 +338,31 @@ def perturbed_gd(
     return PGDResult(
         A, U, f, gn, i, kicks, np.array(losses), time.perf_counter() - start, bool(f <= target)
     )
+
+
+def polish(
+    q: Quadratics, k: int, A: np.ndarray, U: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    r"""Finish a slow first-order run with L-BFGS and say how far the end point moved.
+
+    Gradient descent converges sublinearly near degenerate minima (T = 2 has a continuous family
+    of them), so a run that stopped at ``F = 1e-8 F(0, 0)`` may still be heading to a global
+    minimum. This runs :func:`theory.solve_lora_ml` from ``(A, U)`` and returns the polished
+    point and the relative distance
+    ``sqrt(||dA||^2 + sum_t ||d(U_t U_t^T)||^2) / sqrt(||A||^2 + sum_t ||U_t U_t^T||^2)``
+    (invariant under ``U_t -> U_t Q_t``).
+
+    Returns
+    -------
+    A, U : ndarray
+        The polished point.
+    distance : float
+    """
+    res = solve_lora_ml(q, k, init=(A, U))
+    P, P_new = U @ np.swapaxes(U, 1, 2), res.U @ np.swapaxes(res.U, 1, 2)
+    num = np.sqrt(np.sum((res.A - A) ** 2) + np.sum((P_new - P) ** 2))
+    den = np.sqrt(np.sum(A**2) + np.sum(P**2))
+    return res.A, res.U, float(num / max(den, 1e-300))
 
 
 @dataclass
