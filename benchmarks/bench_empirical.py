@@ -79,7 +79,7 @@ def worker(args: argparse.Namespace) -> dict:
         len(split.retrain),
         rank=args.rank,
         alpha=16.0,
-        dropout=0.1,
+        dropout=args.dropout,
         generator=torch.Generator().manual_seed(0),
     ).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--dropout", type=float, default=0.1, help="adapter and head dropout")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path)

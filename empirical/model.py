@@ -341,16 +341,28 @@ class TaskHeads(nn.Module):
         """T."""
         return int(self.out_bias.shape[0])
 
-    def forward(self, pooled: torch.Tensor, head_ids: torch.Tensor) -> torch.Tensor:
-        """Scores (N,) of rows ``pooled`` (N, H), row i through head ``head_ids[i]``."""
+    def forward(
+        self, pooled: torch.Tensor, head_ids: torch.Tensor | None = None, rows_per_id: int = 1
+    ) -> torch.Tensor:
+        """Scores (N,) of rows ``pooled`` (N, H).
+
+        Rows ``j*rows_per_id ... (j+1)*rows_per_id - 1`` go through head ``head_ids[j]`` (one
+        gather per example, not per pair); ``head_ids=None`` means head 0 for every row.
+        """
         h = self.dropout(pooled)
-        if self.n_heads == 1:  # one head: plain matrix products
+        if head_ids is None:  # one head: plain matrix products
             h = torch.tanh(h @ self.dense_weight[0].T + self.dense_bias[0])
             return self.dropout(h) @ self.out_weight[0] + self.out_bias[0]
-        weight = self.dense_weight[head_ids]  # (N, H, H)
-        h = torch.tanh(torch.bmm(weight, h.unsqueeze(-1)).squeeze(-1) + self.dense_bias[head_ids])
-        h = self.dropout(h)
-        return (h * self.out_weight[head_ids]).sum(-1) + self.out_bias[head_ids]
+        n = head_ids.shape[0]
+        if n * rows_per_id != h.shape[0]:
+            raise ValueError(f"{n} head ids x {rows_per_id} rows each, but {h.shape[0]} rows")
+        h = h.view(n, rows_per_id, -1)
+        h = torch.baddbmm(
+            self.dense_bias[head_ids].unsqueeze(1), h, self.dense_weight[head_ids].transpose(1, 2)
+        )
+        h = self.dropout(torch.tanh(h))  # (n, rows_per_id, H)
+        out = torch.bmm(h, self.out_weight[head_ids].unsqueeze(-1)).squeeze(-1)
+        return (out + self.out_bias[head_ids].unsqueeze(1)).reshape(-1)
 
 
 class PairScorer(nn.Module):
@@ -403,9 +415,9 @@ class PairScorer(nn.Module):
 
     def score_pooled(self, pooled: torch.Tensor, batch: PairBatch) -> torch.Tensor:
         """Scores (B, K) from first-token states (B*K, H)."""
-        rows = batch.task_ids.repeat_interleave(batch.n_candidates)
-        head_ids = rows if self.per_task_heads else torch.zeros_like(rows)
-        return self.heads(pooled.float(), head_ids).view(batch.size, batch.n_candidates)
+        head_ids = batch.task_ids if self.per_task_heads else None
+        scores = self.heads(pooled.float(), head_ids, rows_per_id=batch.n_candidates)
+        return scores.view(batch.size, batch.n_candidates)
 
     def forward(self, batch: PairBatch) -> torch.Tensor:
         """Scores (B, K): one per (context, candidate) pair."""

@@ -193,3 +193,20 @@ def test_finetuning_freezes_the_base(tiny, scheme):
     # the retrained encoder handed in is not modified
     assert all(not isinstance(m, MultiTaskLoRALinear) for m in encoder.modules())
     assert all(p.requires_grad for p in encoder.parameters())
+
+
+def test_task_heads_match_per_row_formula():
+    from empirical.model import TaskHeads
+
+    g = torch.Generator().manual_seed(0)
+    heads = TaskHeads(3, 4, 0.0, g)
+    heads.dense_bias.data = torch.randn(3, 4, generator=g)
+    heads.out_bias.data = torch.randn(3, generator=g)
+    x = torch.randn(6, 4, generator=g)
+    ids = torch.tensor([2, 0, 2])
+    got = heads(x, ids, rows_per_id=2)
+    for row in range(6):
+        t = int(ids[row // 2])
+        h = torch.tanh(heads.dense_weight[t] @ x[row] + heads.dense_bias[t])
+        torch.testing.assert_close(got[row], h @ heads.out_weight[t] + heads.out_bias[t])
+    torch.testing.assert_close(heads(x), heads(x, torch.zeros(6, dtype=torch.long)))

@@ -138,3 +138,55 @@ def test_minilm_loads_offline_and_scores_pairs():
     assert scores.shape == (2, 3) and torch.isfinite(scores).all()
     torch.testing.assert_close(scores, again, rtol=0, atol=0)
     assert batch.token_type_ids is not None  # BERT pairs carry segment ids
+
+
+def _tiny_roberta(path):
+    """A 2-layer RoBERTa with a byte-level (character) BPE tokenizer, saved to ``path``."""
+    from tokenizers import pre_tokenizers
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    vocab = {t: i for i, t in enumerate(specials + sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tok = RobertaTokenizer(vocab=vocab, merges=[], model_max_length=40)
+    config = RobertaConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=42,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        type_vocab_size=1,
+    )
+    torch.manual_seed(0)
+    RobertaModel(config, add_pooling_layer=False).save_pretrained(path)
+    tok.save_pretrained(path)
+
+
+def test_local_roberta_directory_runs_the_experiment(tmp_path):
+    import dataclasses
+
+    from empirical.lora import encoder_linear_names
+    from empirical.run import PRESETS, run_experiment
+
+    _tiny_roberta(tmp_path / "roberta")
+    encoder, tok = load_encoder(str(tmp_path / "roberta"))
+    assert separator(tok) == " </s> "
+    assert len(encoder_linear_names(encoder)) == 12
+    batch = PairTokenizer(tok, 40).encode([_example(["hi", "there"], ["a", "bc"])], [0])
+    assert batch.token_type_ids is None
+    text = tok.decode(batch.input_ids[0][batch.attention_mask[0] == 1])
+    assert text == "<s>hi </s> there</s></s>a</s>"
+    cfg = dataclasses.replace(
+        PRESETS["tiny"],
+        model=str(tmp_path / "roberta"),
+        methods=("lora-ml",),
+        max_length=None,
+        epochs=1,
+        ft_epochs=1,
+    )
+    results = run_experiment(cfg, [0], tmp_path / "run", progress=False)
+    assert results["config"]["max_length_used"] == 40  # the model's limit (42 positions - 2)
+    assert {(r["scheme"], r["rank"]) for r in results["records"]} == {("lora", 2), ("head", 0)}
