@@ -204,8 +204,16 @@ def _summary(res) -> list[str]:
     elif key == "beyond":
         for name, row in n.items():
             lines.append(
-                f"{name}: A error {row['median_A_relative_error']:.2g}, rank-k fine-tuning "
-                f"loss {row['median_rank_k_finetune_relative_loss']:.2g} (relative, median)"
+                f"{name}: recovered A* {row['fraction_recovered']:.0%}, zero loss "
+                f"{row['fraction_zero_loss']:.0%}; median A error "
+                f"{row['median_A_relative_error']:.2g}, rank-k fine-tuning loss "
+                f"{row['median_rank_k_finetune_relative_loss']:.2g} (relative)"
+                + (
+                    f"; best of 5 random starts recovered "
+                    f"{row['fraction_recovered_best_of_5_random_starts']:.0%}"
+                    if "fraction_recovered_best_of_5_random_starts" in row
+                    else ""
+                )
             )
     elif key == "instance":
         lines.append(f"relative error of A: {n.get('relative_error_of_A', 'A_star unknown')}")
