@@ -57,10 +57,9 @@ def execute(run: Run, seed: int) -> tuple[RunResult, float]:
     return {k: np.asarray(v) for k, v in result.items()}, time.perf_counter() - start
 
 
-def _worker_init() -> None:
-    # One BLAS thread per worker: the matrices are small and the cores are shared.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+# One BLAS thread per worker: the matrices are small and the workers already use the cores. Set in
+# the parent before the pool starts (BLAS reads these when numpy loads, before any initializer).
+_WORKER_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def generate(
@@ -151,29 +150,41 @@ def generate(
             for name, i in todo:
                 done(name, i, *execute(pending[name]["runs"][i], pending[name]["spec"].seed))
         else:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init) as pool:
-                futures: dict[Future, tuple[str, int]] = {
-                    pool.submit(execute, pending[n]["runs"][i], pending[n]["spec"].seed): (n, i)
-                    for n, i in todo
-                }
-                while futures:
-                    finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        name, i = futures.pop(fut)
-                        done(name, i, *fut.result())
+            _run_in_pool(todo, pending, jobs, done)
     finally:
         bar.close()
 
     ordered = [outcomes[n] for n in names]
     if draw:
+        from figures import plot
+
         for o in ordered:
             spec = specs[o.name]
             settings = {**spec.settings(quick), **(overrides or {}).get(o.name, {})}
-            from figures import plot
-
             plot.save(spec.draw(o.data, settings), o.stem)
     return ordered
+
+
+def _run_in_pool(todo, pending, jobs, done) -> None:
+    """Run ``todo`` (figure name, run index) in ``jobs`` spawned processes; ``done`` each result."""
+    saved = {var: os.environ.get(var) for var in _WORKER_ENV}
+    os.environ.update({var: "1" for var, val in saved.items() if val is None})
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+            futures: dict[Future, tuple[str, int]] = {}
+            for name, i in todo:
+                p = pending[name]
+                futures[pool.submit(execute, p["runs"][i], p["spec"].seed)] = (name, i)
+            while futures:
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    name, i = futures.pop(fut)
+                    done(name, i, *fut.result())
+    finally:
+        for var, val in saved.items():
+            if val is None:
+                os.environ.pop(var, None)
 
 
 def _finish(name: str, p: dict[str, Any], protocol: str) -> Outcome:

@@ -271,3 +271,15 @@ def test_cli_makes_then_reuses_a_figure(tmp_path, capsys):
         assert (tmp_path / f"sr-floor-vs-T.{ext}").stat().st_size > 0
     assert main(args) == 0
     assert "cached data" in capsys.readouterr().out
+
+
+def test_cli_names_the_missing_extra(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    assert main(["figures", "shallow-vary-d", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "torch" in err and "pip install -e .[empirical]" in err
