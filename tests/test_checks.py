@@ -274,3 +274,16 @@ def test_verify_bad_instance_file_is_a_usage_error(tmp_path, capsys):
     write_npz(path, A_star=np.eye(3))
     assert main(["verify", "--instance", str(path)]) == 2
     assert "need 'A_star' and 'U_star'" in capsys.readouterr().err
+
+
+def test_verify_save_dir_keeps_the_artifacts_of_a_check(tmp_path, capsys, monkeypatch):
+    def with_artifact(rng, **kwargs):
+        arrays = {"A_star": np.eye(2), "U0": np.ones((1, 2, 1))}
+        return checks.CheckResult(
+            "theorem1", "stub", 1, True, 1.0, 0.0, True, artifacts={"spurious_0_1": arrays}
+        )
+
+    monkeypatch.setattr(checks, "check_theorem1", with_artifact)
+    assert main(["verify", "--only", "theorem1", "--seed", "7", "--save-dir", str(tmp_path)]) == 0
+    with np.load(tmp_path / "theorem1_spurious_0_1_seed7.npz") as z:
+        np.testing.assert_array_equal(z["U0"], np.ones((1, 2, 1)))
