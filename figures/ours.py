@@ -189,7 +189,8 @@ def _sr_floor_draw(data: RunResult, s: dict[str, Any]):
             markerfacecolor="white", label="Weyl lower bound (mean)")  # fmt: skip
     ax.plot(Ts, data["prediction"], color=plot.COLORS[1], linestyle="-.",
             label="predicted (dk/2)((d+k+1)/T + k(1-1/T))")  # fmt: skip
-    ax.axhline(0.5 * s["d"] * s["k"] ** 2, color=plot.COLORS[1], linewidth=0.8, linestyle=":")
+    ax.axhline(0.5 * s["d"] * s["k"] ** 2, color=plot.COLORS[1], linewidth=0.8, linestyle=":",
+               label="d k^2 / 2 (prediction as T -> infinity)")  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("number of retraining tasks T")
