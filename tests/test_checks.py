@@ -178,9 +178,34 @@ def test_beyond_the_assumptions_asymmetric_adapters_handle_general_perturbations
 def test_spurious_search_classifies_every_run_and_keeps_spurious_minima(rng):
     res = checks.check_spurious(rng, instances=2, starts=3, gd_starts=1)
     counts = res.numbers["end_points"]
-    assert sum(counts["lbfgs"].values()) == 6 and sum(counts["gd"].values()) == 2
+    assert set(counts) == {"spread=0.0", "spread=1.0"}
+    for row in counts.values():
+        kinds = {"global", "saddle", "spurious", "unconverged"}
+        assert sum(v for key, v in row["lbfgs"].items() if key in kinds) == 3
+        assert sum(v for key, v in row["gd"].items() if key in kinds) == 1
     assert res.numbers["spurious_found"] == len(res.artifacts)
     json.dumps(res.to_json(), allow_nan=False)
+
+
+def test_a_spurious_local_minimum_exists_for_three_tasks():
+    """v1 appendix: for T >= 3 spurious local minima can exist. A seeded generic instance
+    (d = 4, T = 3, k = 1, task scales exp(N(0, 1))) where random starts meet one."""
+    rng = np.random.default_rng(8)
+    fam = th.draw_family(4, 3, 1, rng)
+    scales = np.exp(rng.normal(0, 1, 3))[:, None, None]
+    fam = th.TaskFamily(fam.A_star, fam.U_star * scales, fam.U_test)
+    assert fam.genericity().holds
+    res = checks.check_spurious(rng, families=[fam], starts=4, gd_starts=0)
+    assert res.numbers["end_points"]["given"]["lbfgs"].get("spurious", 0) >= 1
+    example = res.numbers["spurious_examples"][0]
+    assert example["loss_over_F00"] > 1e-9  # not a zero-loss point ...
+    assert example["A_relative_error"] > 1e-2  # ... far from A* ...
+    assert example["eigenvalue_after_symmetry"] > 0  # ... with positive curvature (k = 1) ...
+    assert example["resolve_min_over_loss"] == pytest.approx(1.0, abs=1e-6)  # ... and a basin
+    kept = next(iter(res.artifacts.values()))
+    q = fam.population()
+    again = th.solve_lora_ml(q, 1, init=(kept["A0"], kept["U0"]))  # reproducible from its start
+    assert again.objective == pytest.approx(example["loss_over_F00"] * 0.5 * q.c.sum(), rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ PROFILES: dict[str, tuple[str, dict, dict]] = {
     "spurious": (
         "check_spurious",
         {"instances": 6, "starts": 5, "gd_starts": 1},
-        {"instances": 30, "starts": 10, "gd_starts": 3},
+        {"instances": 60, "starts": 10, "gd_starts": 1},
     ),
     "retraining": ("check_retraining", {"reps": 3}, {"reps": 20}),
     "convex": (
@@ -190,7 +190,20 @@ def _summary(res) -> list[str]:
                 + f" (predicted {n['predicted_variance_ratio_kT1_over_k'][0]:.2f})"
             )
     elif key == "spurious":
-        lines.append(f"end points: {n['end_points']}; spurious minima kept: {n['spurious_found']}")
+        for label, row in n["end_points"].items():
+            lines.append(f"{label}: end points {row}")
+        lines.append(
+            f"spurious minima: {n['spurious_found']} runs on {n['instances_with_spurious']} "
+            "instances (kept with --save-dir)"
+        )
+        for e in n["spurious_examples"][:3]:
+            lines.append(
+                f"  e.g. d={e['d']}, T={e['T']}, k={e['k']} ({e['setting']}): loss "
+                f"{e['loss_over_F00']:.1e} F(0,0), ||A_hat - A*||/||A*|| "
+                f"{e['A_relative_error']:.2f}, "
+                f"lambda after symmetry/lambda_max {e['eigenvalue_after_symmetry']:.1e}, "
+                f"perturbed re-solves return {e['resolve_min_over_loss']:.6f} x its loss"
+            )
     elif key == "retraining":
         for T, row in n["by_T"].items():
             ratios = ", ".join(f"{r:.2f}" for r in row["ratio_to_s2d2_over_NT"])
