@@ -609,13 +609,16 @@ def check_theorem4(
       none is a spurious local minimum (unconverged runs are counted, not judged);
     - perturbed gradient descent (run to ``1e-16 F(0, 0)``, at most 20000 steps) from ``starts``
       random starts and from the saddle itself reaches ``F <= 1e-12 F(0, 0)``; near degenerate
-      T = 2 minima it converges sublinearly, so a run that stops above that is finished by
-      L-BFGS (:func:`theory.landscape.polish`), which must reach ``F <= 1e-12 F(0, 0)`` within a
-      relative distance ``5e-2`` of where PGD stopped (counted as ``pgd_slow_runs_polished``).
+      T = 2 minima it converges sublinearly, so a run that stops above that must show no
+      substantial negative curvature where it stopped (``lambda_min >= -1e-3 lambda_max``; the
+      saddles met have ratios near -1) and be finished by L-BFGS (:func:`theory.landscape.polish`)
+      to ``F <= 1e-12 F(0, 0)``: it ended in the basin of a global minimum (counted as
+      ``pgd_slow_runs_polished``; the relative distance L-BFGS moved, which can be large along the
+      flat family of T = 2 minima, is reported).
     """
     start = time.perf_counter()
     tally = _Tally()
-    steps, kicks, unconverged, slow = [], [], 0, 0
+    steps, kicks, unconverged, slow, distances = [], [], 0, 0, []
     for i, fam in enumerate(_families(rng, families, instances, (2, 2), (1, 3), 4)):
         tally.instances += 1
         q, k, d = fam.population(), fam.k, fam.d
@@ -651,7 +654,10 @@ def check_theorem4(
                 A_p, U_p, dist = polish(q, k, res.A, res.U)
                 loss_p = lora_ml_loss(q, A_p, U_p)
                 tally.claim(below(loss_p / f0, 1e-12), f"{desc}: polished to {loss_p:.1e}")
-                tally.claim(below(dist, 5e-2), f"{desc}: PGD end {dist:.1e} from a minimum")
+                end = hessian_extreme_eigenvalues(q, res.A, res.U)
+                bend = max(-end.min_eigenvalue / end.max_eigenvalue, 0.0)
+                tally.claim(below(bend, 1e-3), f"{desc}: PGD stopped near a saddle ({bend:.1e})")
+                distances.append(dist)
             steps.append(res.steps)
             kicks.append(res.perturbations)
     numbers = {
@@ -660,6 +666,7 @@ def check_theorem4(
         "pgd_kicks_max": int(max(kicks)) if kicks else None,
         "lbfgs_unconverged": unconverged,
         "pgd_slow_runs_polished": slow,
+        "pgd_slow_runs_max_distance_to_polished": max(distances) if distances else None,
     }
     return tally.result(
         "theorem4",
