@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "instances, and measure the landscape, finite-sample retraining, the convex relaxations "
         "and what happens beyond the assumptions. Exit code 0 when every claim of the paper held.",
     )
-    p.add_argument("--quick", action="store_true", help="few instances (about 30 s on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="few instances (6-21 s on 2 cores)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--instances", type=int, default=None, help="instances per statement (overrides profile)"
