@@ -96,39 +96,46 @@ def shallow_run(
     r = finetune_rank(T, k)
     Df0 = _uniform(rng, (B, r, d), d)
 
-    def predict(X: torch.Tensor, W: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        # X (..., m, d), W (..., d, d), c (..., d): c^T sigmoid(W x) for every row x.
-        return (torch.sigmoid(X @ W.transpose(-1, -2)) @ c.unsqueeze(-1)).squeeze(-1)
+    def predict(X: torch.Tensor, A: torch.Tensor, c: torch.Tensor, adapter=None) -> torch.Tensor:
+        # X (B, T, m, d), A (B, d, d), c (B, d), adapter (Down (B, T, r, d), Up (B, T, d, r)):
+        # c^T sigmoid((A + Up_t Down_t) x) for every row x of every task, shape (B, T, m).
+        B_, T_, m, _ = X.shape
+        if adapter is None:  # one weight for all tasks: one product per trial
+            Z = torch.bmm(X.reshape(B_, T_ * m, d), A.transpose(1, 2).contiguous())
+        else:
+            Dn, Up = adapter
+            WT = A.transpose(1, 2).unsqueeze(1) + Dn.transpose(-1, -2) @ Up.transpose(-1, -2)
+            Z = torch.bmm(X.reshape(B_ * T_, m, d), WT.contiguous().reshape(B_ * T_, d, d))
+        H = torch.sigmoid(Z).reshape(B_, T_, m, d)
+        return (H * c[:, None, None, :]).sum(-1)
 
     grid = np.unique(np.linspace(0, epochs_ft - 1, points).round().astype(int))
     out: RunResult = {"epochs": grid}
+    Xf, yf, yf_clean = Xf[:, None], yf[:, None], yf_clean[:, None]  # one task
     for name, multi in (("lora", True), ("sr", False)):
         A = tensor(A0).requires_grad_()
         c = tensor(c0).requires_grad_()
         params = [A, c]
+        adapter = None
         if multi:
-            Dn = tensor(D0).requires_grad_()
-            Up = torch.zeros(B, T, d, k, requires_grad=True)
-            params += [Dn, Up]
+            adapter = (tensor(D0).requires_grad_(), torch.zeros(B, T, d, k, requires_grad=True))
+            params += list(adapter)
         opt = torch.optim.AdamW(params, lr=lr)
         for _ in range(epochs):
-            W = A.unsqueeze(1) + (Up @ Dn if multi else 0.0)
-            W = W.expand(B, T, d, d)
-            loss = ((predict(X, W, c.unsqueeze(1)) - y) ** 2).mean(-1).sum()
+            loss = ((predict(X, A, c, adapter) - y) ** 2).mean(-1).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         A_hat, c_hat = A.detach(), c.detach()
         out[f"{name}_base_error"] = np.linalg.norm(A_hat.numpy() - A_star, axis=(1, 2))
 
-        Dn_f = tensor(Df0).requires_grad_()
-        Up_f = torch.zeros(B, d, r, requires_grad=True)
-        opt = torch.optim.AdamW([Dn_f, Up_f], lr=lr)
+        fresh = (tensor(Df0[:, None]).requires_grad_(), torch.zeros(B, 1, d, r, requires_grad=True))
+        opt = torch.optim.AdamW(list(fresh), lr=lr)
         curve = np.empty((B, epochs_ft))
         for e in range(epochs_ft):
-            pred = predict(Xf, A_hat + Up_f @ Dn_f, c_hat)
+            pred = predict(Xf, A_hat, c_hat, fresh)
             with torch.no_grad():
-                curve[:, e] = ((pred - yf_clean) ** 2).mean(-1).numpy()
+                curve[:, e] = ((pred - yf_clean) ** 2).mean(-1)[:, 0].numpy()
             loss = ((pred - yf) ** 2).mean(-1).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -200,7 +207,7 @@ def _spec(param: str) -> FigureSpec:
         assemble=_assemble,
         draw=_draw(param),
         seed=20250101 + list(SWEEPS).index(param),
-        version="1",
+        version="2",
         needs=("torch",),
     )
 
