@@ -494,7 +494,7 @@ def _landscape_draw(data: RunResult, s: dict[str, Any]):
     ax2.set_ylim(1e-3, None)
     ax2.set_xlabel("family parameter c (zero loss for |c| < 1)")
     ax2.set_ylabel("||A_hat - A*|| / ||A*||")
-    ax2.set_title("T = 2 family of global minima; right of c = 1: random-start ends", fontsize=9)
+    ax2.set_title("T = 2 family of global minima (right of c = 1: random starts)", fontsize=8)
     ax2.legend(loc="upper left", fontsize=7, ncols=2)
     fig.suptitle(f"landscape-T2: d={s['d']}, k={s['k']}, population LoRA-ML")
     return fig
