@@ -244,15 +244,10 @@ def _one_blas_thread():
     """Limit BLAS to one thread: the checks use small matrices, where threads only contend.
 
     Measured on the 2-core machine: ``loraml verify --quick`` took 74 s with OpenBLAS's default
-    threads under load and 16 s with one. Uses ``threadpoolctl`` when installed (it is in the full
-    environment); otherwise set ``OPENBLAS_NUM_THREADS=1`` yourself.
+    threads under load and 16 s with one.
     """
-    import contextlib
+    from threadpoolctl import threadpool_limits
 
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - theory-only installs
-        return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
 
 
