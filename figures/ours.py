@@ -4,7 +4,7 @@
   rank kT for SR (Theorem 1), at most 2k for LoRA-ML (Theorem 2), zero for T >= 3 (Theorem 3).
 - ``sr-floor-vs-T``: the *value* of SR's irreducible rank-k fine-tuning loss as T grows
   (Corollary 1; :func:`theory.adaptation.sr_floor`), with the expected value of its upper bound
-  (:func:`sr_floor_prediction`).
+  (:func:`theory.adaptation.sr_floor_prediction`).
 - ``rate``: fine-tuning excess risk against n from the LoRA-ML base at rank k and from SR at ranks
   k and k(T+1) (:func:`theory.adaptation.finetune_excess_risk`), with
   ``1/2 s^2 r(2d - r)/n`` (:func:`theory.adaptation.predicted_excess_risk`).
@@ -26,6 +26,7 @@ import numpy as np
 
 import theory as th
 from figures.registry import FigureSpec, Run, RunResult
+from theory.adaptation import sr_floor, sr_floor_prediction
 
 RECOVERY_RTOL = 1e-4  # ||A_hat - A*||_F / ||A*||_F below this counts as recovering A*
 
@@ -110,34 +111,6 @@ SPECTRUM = FigureSpec(
 # ---------------------------------------------------------------------------------------------
 # sr-floor-vs-T
 # ---------------------------------------------------------------------------------------------
-def sr_floor_prediction(d: int, k: int, T: int | np.ndarray) -> np.ndarray:
-    r"""Expected value of the upper bound ``1/2 ||A_SR - A*||_F^2`` of SR's rank-k floor.
-
-    Rank-k fine-tuning can at least remove the test task's own perturbation
-    ``U_{T+1}* U_{T+1}*^T`` (rank k), so
-    ``floor <= 1/2 ||A_{T+1}* - A_SR - U_{T+1}* U_{T+1}*^T||_F^2 = 1/2 ||(1/T) sum_t P_t||_F^2``
-    with ``P_t = U_t* U_t*^T``. For Gaussian ``U_t*`` (Wishart moments
-    ``E ||P_t||_F^2 = d k (d + k + 1)``, ``E tr(P_s P_t) = d k^2`` for s != t)::
-
-        E[1/2 ||A_SR - A*||_F^2] = (d k / 2) ((d + k + 1) / T + k (1 - 1/T))
-
-    It decreases like 1/T towards ``d k^2 / 2`` (the mean perturbation ``k I`` is full-rank, so
-    SR's floor does not vanish as T grows). Weyl's inequality gives the matching lower bound
-    ``floor >= 1/2 sum_{i>2k} sigma_i^2(A_SR - A*)``. (Derived here; checked by the figure.)
-
-    Parameters
-    ----------
-    d, k : int
-    T : int or ndarray of int
-
-    Returns
-    -------
-    ndarray
-    """
-    T = np.asarray(T, dtype=float)
-    return 0.5 * d * k * ((d + k + 1) / T + k * (1 - 1 / T))
-
-
 def sr_floor_run(rng: np.random.Generator, *, d: int, k: int, T: int, instances: int) -> RunResult:
     """SR's rank-k floor, its upper bound and Weyl lower bound, on ``instances`` families."""
     out = np.empty((3, instances))
@@ -145,8 +118,6 @@ def sr_floor_run(rng: np.random.Generator, *, d: int, k: int, T: int, instances:
         fam = th.draw_family(d, T, k, rng)
         E = th.sr_closed_form(fam.population()) - fam.A_star
         s = np.linalg.svd(E, compute_uv=False)
-        from theory.adaptation import sr_floor
-
         out[0, i] = sr_floor(fam.targets(), fam.test_targets()[0], k)
         out[1, i] = 0.5 * float(np.sum(s**2))
         out[2, i] = 0.5 * float(np.sum(s[2 * k :] ** 2))

@@ -9,6 +9,7 @@ quantities describe how well that works:
   rate O(kd/n); the constant is derived, PAPER.md section 2, and checked by ``loraml verify``);
 - the **bias** SR leaves: ``1/2 sum_{i>r} sigma_i^2(A_{T+1}* - A_SR)`` (Corollary 1), which no
   amount of fine-tuning data removes for ``r < k(T+1)``.
+  :func:`sr_floor_prediction` is our derived (not the paper's) prediction of its size against T.
 
 Convention: ``noise_std`` is a standard deviation; risks are population excess risks (the noise
 constant ``d s^2 / 2`` is dropped, as in the paper).
@@ -114,6 +115,41 @@ def sr_floor(targets: np.ndarray, test_target: np.ndarray, r: int) -> float:
     """
     A_sr = sr_closed_form(Quadratics.population(targets))
     return finetune_closed_form(Quadratics.population(test_target), A_sr, r).loss
+
+
+def sr_floor_prediction(d: int, k: int, T: int | np.ndarray) -> np.ndarray:
+    r"""Predicted SR floor against T: the expected upper bound ``1/2 ||A_SR - A*||_F^2``.
+
+    Derived here, not a result of the paper (Corollary 1 only says the floor is positive for
+    ``r < k(T+1)``); the ``sr-floor-vs-T`` figure (:mod:`figures.ours`) checks it against
+    :func:`sr_floor` on random Gaussian families (:func:`theory.draw_family`).
+
+    Rank-k fine-tuning can at least remove the test task's own perturbation
+    ``U_{T+1}* U_{T+1}*^T`` (rank k), so
+    ``floor <= 1/2 ||A_{T+1}* - A_SR - U_{T+1}* U_{T+1}*^T||_F^2 = 1/2 ||(1/T) sum_t P_t||_F^2``
+    with ``P_t = U_t* U_t*^T``. For Gaussian ``U_t*`` (Wishart moments
+    ``E ||P_t||_F^2 = d k (d + k + 1)``, ``E tr(P_s P_t) = d k^2`` for s != t)::
+
+        E[1/2 ||A_SR - A*||_F^2] = (d k / 2) ((d + k + 1) / T + k (1 - 1/T))
+
+    It decreases like 1/T towards ``d k^2 / 2`` (the mean perturbation ``k I`` is full-rank, so
+    SR's floor does not vanish as T grows). Weyl's inequality gives the matching lower bound
+    ``floor >= 1/2 sum_{i>2k} sigma_i^2(A_SR - A*)``.
+
+    Parameters
+    ----------
+    d, k : int
+        Dimension and rank of the perturbations ``U_t* U_t*^T``.
+    T : int or ndarray of int
+        Number of retraining tasks.
+
+    Returns
+    -------
+    ndarray, shape of ``T``
+        The expected value of ``1/2 ||A_SR - A*||_F^2``, an upper bound on the rank-k floor.
+    """
+    T = np.asarray(T, dtype=float)
+    return 0.5 * d * k * ((d + k + 1) / T + k * (1 - 1 / T))
 
 
 @dataclass(frozen=True)
