@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from figures.linear import finetune_rank  # k, or 3k when T = 2, as in the linear sweeps
 from figures.registry import FigureSpec, Run, RunResult
 
 PAPER = {
@@ -36,11 +37,6 @@ PAPER = {
 }
 SWEEPS = {"d": [5, 10, 20], "T": [2, 3, 5, 10]}
 QUICK = {"trials": 4, "epochs": 10000, "epochs_ft": 3000}
-
-
-def finetune_rank(T: int, k: int) -> int:
-    """Fine-tuning rank: k, or 3k when T = 2 (as in the linear sweeps)."""
-    return 3 * k if T == 2 else k
 
 
 def _uniform(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
