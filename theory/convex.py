@@ -124,6 +124,14 @@ def default_penalty(q: Quadratics) -> float:
     return 2.0 * np.sqrt(max(s2, 0.0)) * float(np.sqrt(q.d / N.mean()))
 
 
+def _penalty(q: Quadratics, penalty: float | None) -> float:
+    """The penalised relaxations' ``lambda``: ``penalty``, or :func:`default_penalty` if None."""
+    lam = default_penalty(q) if penalty is None else float(penalty)
+    if not lam > 0:
+        raise ValueError(f"penalty must be > 0, got {penalty}")
+    return lam
+
+
 def _fit_terms(q: Quadratics, M_list):
     """cvxpy expressions ``f_t(M_t) - f_t(B_t) = 1/2 ||(M_t - B_t) S_t^{1/2}||_F^2``."""
     import cvxpy as cp
@@ -177,9 +185,7 @@ def nuclear_relaxation(
         problem = cp.Problem(cp.Minimize(sum(cp.normNuc(B[t] - A) for t in range(T))))
         D_vars = None
     else:
-        lam = default_penalty(q) if penalty is None else float(penalty)
-        if not lam > 0:
-            raise ValueError(f"penalty must be > 0, got {penalty}")
+        lam = _penalty(q, penalty)
         D_vars = [cp.Variable((d_out, d)) for _ in range(T)]
         fit = _fit_terms(q, [A + D for D in D_vars])
         problem = cp.Problem(cp.Minimize(sum(fit) + lam * sum(cp.normNuc(D) for D in D_vars)))
@@ -251,9 +257,7 @@ def sdp_relaxation(
         dev = Bs - S_val[None]
         lam = None
     else:
-        lam = default_penalty(q) if penalty is None else float(penalty)
-        if not lam > 0:
-            raise ValueError(f"penalty must be > 0, got {penalty}")
+        lam = _penalty(q, penalty)
         A = cp.Variable((d, d))
         P_vars = [cp.Variable((d, d), PSD=True) for _ in range(T)]
         fit = _fit_terms(q, [A + P for P in P_vars])
