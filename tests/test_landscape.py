@@ -20,15 +20,12 @@ from theory.landscape import (
     t2_global_minimum,
     zero_adapter_point,
 )
+from theory.objectives import lora_ml_grad_norm
 
 
 def _C(rng, k, radius):
     C = rng.standard_normal((k, k))
     return radius * C / np.linalg.norm(C, 2)
-
-
-def _grad_norm(q, A, U):
-    return float(np.sqrt(sum(np.sum(g * g) for g in th.lora_ml_grad(q, A, U))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,7 +39,7 @@ def _check_t2_family(k, extra, radius, seed):
     f0 = th.lora_ml_loss(q, np.zeros((d, d)), np.zeros_like(fam.U_star))
     A_hat, U_hat = t2_global_minimum(fam.A_star, fam.U_star, _C(rng, k, radius))
     assert th.lora_ml_loss(q, A_hat, U_hat) <= 1e-20 * f0
-    assert _grad_norm(q, A_hat, U_hat) <= 1e-9 * np.sqrt(f0)
+    assert lora_ml_grad_norm(q, A_hat, U_hat) <= 1e-9 * np.sqrt(f0)
     s = np.linalg.svd(A_hat - fam.A_star, compute_uv=False)
     scale = np.linalg.norm(fam.A_star, 2)
     assert s[2 * k - 1] > 1e-6 * scale  # the bound of Theorem 2 is attained ...
@@ -134,7 +131,7 @@ def test_zero_adapter_point_is_a_stationary_point_with_the_predicted_curvature(T
     q = fam.population()
     A, U = zero_adapter_point(q, k)
     assert np.all(U == 0)
-    assert _grad_norm(q, A, U) <= 1e-10 * np.linalg.norm(q.C)
+    assert lora_ml_grad_norm(q, A, U) <= 1e-10 * np.linalg.norm(q.C)
     curv = hessian_extreme_eigenvalues(q, A, U, method="eigsh")
     assert curv.min_eigenvalue == pytest.approx(_saddle_closed_form(q, A), rel=1e-7)
     if T == 2:  # PAPER.md: -max(lambda_max(P_1 - P_2), lambda_max(P_2 - P_1)) < 0

@@ -27,7 +27,13 @@ import numpy as np
 import scipy.sparse.linalg as spla
 
 from theory.linalg import psd_factor
-from theory.objectives import Quadratics, lora_ml_grad, lora_ml_hvp, lora_ml_loss
+from theory.objectives import (
+    Quadratics,
+    lora_ml_grad,
+    lora_ml_grad_norm,
+    lora_ml_hvp,
+    lora_ml_loss,
+)
 from theory.retraining import solve_lora_ml, sr_closed_form
 
 
@@ -333,8 +339,7 @@ def perturbed_gd(
             step *= 0.5
         A, U, f = A_new, U_new, f_new
         losses.append(f)
-    gA, gU = lora_ml_grad(q, A, U)
-    gn = float(np.sqrt(np.sum(gA * gA) + np.sum(gU * gU)))
+    gn = lora_ml_grad_norm(q, A, U)
     return PGDResult(
         A, U, f, gn, i, kicks, np.array(losses), time.perf_counter() - start, bool(f <= target)
     )
@@ -414,8 +419,7 @@ def classify_point(
     """
     f0 = float(lora_ml_loss(q, np.zeros_like(A), np.zeros_like(U))) or 1.0
     loss = lora_ml_loss(q, A, U)
-    gA, gU = lora_ml_grad(q, A, U)
-    gn = float(np.sqrt(np.sum(gA * gA) + np.sum(gU * gU)))
+    gn = lora_ml_grad_norm(q, A, U)
     curv = hessian_extreme_eigenvalues(q, A, U)
     if loss - global_value <= loss_rtol * f0:
         kind = "global"

@@ -204,6 +204,17 @@ def lora_ml_grad(
     return G.sum(0), G @ V, _t(G) @ U
 
 
+def lora_ml_grad_norm(
+    q: Quadratics, A: np.ndarray, U: np.ndarray, V: np.ndarray | None = None
+) -> float:
+    """Euclidean norm of the whole gradient of :func:`lora_ml_loss` (all blocks together).
+
+    ``sqrt(||grad_A||_F^2 + ||grad_U||_F^2)``, plus ``||grad_V||_F^2`` under the root for
+    asymmetric adapters (:func:`lora_ml_grad`).
+    """
+    return float(np.sqrt(sum(np.sum(g * g) for g in lora_ml_grad(q, A, U, V))))
+
+
 def lora_ml_hvp(
     q: Quadratics,
     A: np.ndarray,

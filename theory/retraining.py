@@ -13,7 +13,13 @@ import numpy as np
 import scipy.optimize as sopt
 
 from theory.linalg import low_rank_factors, psd_factor, sym, union_range
-from theory.objectives import Quadratics, adapted, lora_ml_grad, lora_ml_loss
+from theory.objectives import (
+    Quadratics,
+    adapted,
+    lora_ml_grad,
+    lora_ml_grad_norm,
+    lora_ml_loss,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,14 +335,11 @@ def solve_lora_ml(
     A = prob.best_A(U, V)
     history = [lora_ml_loss(q, A, U, V)]
 
-    def grad_norm(A: np.ndarray, U: np.ndarray, V: np.ndarray | None) -> float:
-        return float(np.sqrt(sum(np.sum(g * g) for g in lora_ml_grad(q, A, U, V))))
-
     # Phase 2: alternating minimisation (exact sweeps when S_t = I).
     sweeps = 0
     message = "alternating minimisation"
     while sweeps < am_iter and init is None:
-        if grad_norm(A, U, V) <= tol * scale:
+        if lora_ml_grad_norm(q, A, U, V) <= tol * scale:
             break
         U_new, V_new = _am_step(B, A, k, asymmetric)
         A_new = prob.best_A(U_new, V_new)
@@ -353,7 +356,7 @@ def solve_lora_ml(
 
     # Phase 3: L-BFGS on the variable-projected objective.
     qn_iters = 0
-    gn = grad_norm(A, U, V)
+    gn = lora_ml_grad_norm(q, A, U, V)
     if gn > tol * scale:
         x0 = np.concatenate([U.ravel()] + ([V.ravel()] if V is not None else []))
         res = sopt.minimize(
@@ -374,7 +377,7 @@ def solve_lora_ml(
         A = prob.best_A(U, V)
         qn_iters = int(res.nit)
         message = f"L-BFGS: {res.message}"
-        gn = grad_norm(A, U, V)
+        gn = lora_ml_grad_norm(q, A, U, V)
         lbfgs_converged = bool(res.success)
     else:
         lbfgs_converged = False
@@ -411,8 +414,7 @@ def _solve_compressed(
     U = Q @ res.U
     V = None if res.V is None else Q @ res.V
     A = (q.C - U @ np.swapaxes(U if V is None else V, -1, -2)).mean(0)
-    g = lora_ml_grad(q, A, U, V)
-    gn = float(np.sqrt(sum(np.sum(x * x) for x in g)))
+    gn = lora_ml_grad_norm(q, A, U, V)
     return LoraMLResult(
         A=A,
         U=U,
