@@ -161,6 +161,28 @@ class _Tally:
         )
 
 
+def _measurement(
+    key: str,
+    statement: str,
+    instances: int,
+    start: float,
+    numbers: dict,
+    artifacts: dict | None = None,
+) -> CheckResult:
+    """The result of a measurement: the paper claims nothing, so no verdict and no margin."""
+    return CheckResult(
+        key,
+        statement,
+        instances,
+        held=None,
+        worst_margin=None,
+        seconds=time.perf_counter() - start,
+        claimed=False,
+        numbers=numbers,
+        artifacts=artifacts or {},
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Instances
 # ---------------------------------------------------------------------------------------------
@@ -572,16 +594,12 @@ def check_spurious(
         "instances_with_spurious": len({e["instance"] for e in examples}),
         "spurious_examples": examples[:20],
     }
-    return CheckResult(
+    return _measurement(
         "spurious",
         "T>=3 landscape: how often local search meets a spurious local minimum (measurement)",
         len(plan),
-        None,
-        None,
-        time.perf_counter() - start,
-        False,
+        start,
         numbers,
-        [],
         artifacts,
     )
 
@@ -794,14 +812,11 @@ def check_retraining(
             "slope_in_N": fit_power_law(Ns, errs).slope,
             "sr_sq_error": sr_errs,
         }
-    return CheckResult(
+    return _measurement(
         "retraining",
         "Finite-sample LoRA-ML: ||A_hat - A*||^2 against N and T (measurement)",
         len(Ts) * len(Ns) * reps,
-        None,
-        None,
-        time.perf_counter() - start,
-        False,
+        start,
         {"d": d, "k": k, "noise_std": noise_std, "reps": reps, "by_T": table},
     )
 
@@ -945,14 +960,11 @@ def check_beyond(rng: np.random.Generator, *, reps: int = 3) -> CheckResult:
                 out[f"{name}/asymmetric_adapters"]["fraction_recovered_best_of_5_random_starts"] = (
                     float(np.mean(restarts))
                 )
-    return CheckResult(
+    return _measurement(
         "beyond",
         "Beyond the assumptions: k(T+1) > d, U V^T perturbations, asymmetric adapters (measured)",
         reps * sum(len(s["asym"]) for s in settings.values()),
-        None,
-        None,
-        time.perf_counter() - start,
-        False,
+        start,
         out,
     )
 
@@ -1011,15 +1023,11 @@ def check_instance_recovery(
         for j, p in enumerate(points)
         if p.kind == "spurious"
     }
-    return CheckResult(
+    return _measurement(
         "instance",
         "Your instance: every method's base error and the landscape from random starts (measured)",
         1,
-        None,
-        None,
-        time.perf_counter() - start,
-        False,
+        start,
         numbers,
-        [],
         artifacts,
     )
