@@ -174,11 +174,12 @@ def _sr_floor_draw(data: RunResult, s: dict[str, Any]):
     return fig
 
 
+_SR_FLOOR_FULL = {"d": 20, "k": 1, "Ts": [1, 2, 3, 5, 8, 12, 20, 30, 50, 100], "instances": 50}
 SR_FLOOR = FigureSpec(
     name="sr-floor-vs-T",
     summary="value of SR's irreducible rank-k fine-tuning loss as T grows, with the prediction",
-    full={"d": 20, "k": 1, "Ts": [1, 2, 3, 5, 8, 12, 20, 30, 50, 100], "instances": 50},
-    quick={"d": 20, "k": 1, "Ts": [1, 2, 3, 5, 8, 12, 20, 30, 50, 100], "instances": 20},
+    full=_SR_FLOOR_FULL,
+    quick={**_SR_FLOOR_FULL, "instances": 20},
     runs=_sr_floor_runs,
     assemble=_sr_floor_assemble,
     draw=_sr_floor_draw,
@@ -268,19 +269,21 @@ def _rate_draw(data: RunResult, s: dict[str, Any]):
     return fig
 
 
+_RATE_FULL = {
+    "d": 10, "T": 3, "k": 1, "noise_std": 0.1, "instances": 10, "reps": 50,
+    "ns": [30, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000],
+}  # fmt: skip
 RATE = FigureSpec(
     name="rate",
     summary="fine-tuning excess risk against n (log-log) from LoRA-ML and SR bases",
-    full={"d": 10, "T": 3, "k": 1, "noise_std": 0.1, "instances": 10, "reps": 50,
-          "ns": [30, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000]},
-    quick={"d": 10, "T": 3, "k": 1, "noise_std": 0.1, "instances": 5, "reps": 20,
-           "ns": [30, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000]},
+    full=_RATE_FULL,
+    quick={**_RATE_FULL, "instances": 5, "reps": 20},
     runs=_rate_runs,
     assemble=_rate_assemble,
     draw=_rate_draw,
     seed=33,
     version="1",
-)  # fmt: skip
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,19 +375,24 @@ def _phase_draw(data: RunResult, s: dict[str, Any]):
     return fig
 
 
+_PHASE_FULL = {
+    "d": 12,
+    "Ts": [2, 3, 4, 5, 6, 8, 10],
+    "ks": [1, 2, 3, 4],
+    "instances": 20,
+    "convex": True,
+}
 PHASE = FigureSpec(
     name="phase",
     summary="fraction of instances recovering A*, over (T, k), for LoRA-ML, SR, convex relaxations",
-    full={"d": 12, "Ts": [2, 3, 4, 5, 6, 8, 10], "ks": [1, 2, 3, 4], "instances": 20,
-          "convex": True},
-    quick={"d": 12, "Ts": [2, 3, 4, 5, 6, 8, 10], "ks": [1, 2, 3, 4], "instances": 5,
-           "convex": True},
+    full=_PHASE_FULL,
+    quick={**_PHASE_FULL, "instances": 5},
     runs=_phase_runs,
     assemble=_phase_assemble,
     draw=_phase_draw,
     seed=34,
     version="1",
-)  # fmt: skip
+)
 
 
 # ---------------------------------------------------------------------------------------------
