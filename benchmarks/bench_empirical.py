@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--dropout", type=float, default=0.1, help="adapter and head dropout")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadiest)")
     p.add_argument("--json", type=Path)
     p.add_argument("--worker", choices=["sr", "lora-ml", "last-layer-ml"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -135,25 +135,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:  # drop the value that followed --json
         passthrough = [a for a in passthrough if a != str(args.json)]
     runs: dict[str, list[dict]] = {"sr": [], "lora-ml": []}
+    mem_runs: dict[str, list[dict]] = {"sr": [], "lora-ml": []}
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    # Memory runs: a fixed mmap threshold makes glibc return freed large blocks at once, so the
+    # peak resident set tracks live tensors rather than heap fragmentation (which otherwise
+    # differs run to run by hundreds of MiB). Speed runs use the default allocator.
+    mem_env = {**env, "MALLOC_MMAP_THRESHOLD_": "131072"}
+
+    def work(method: str, environ: dict) -> dict:
+        out = subprocess.run(
+            [sys.executable, __file__, *passthrough, "--worker", method],
+            capture_output=True,
+            text=True,
+            env=environ,
+            check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
     for r in range(args.rounds):
         for method in ("sr", "lora-ml"):
-            out = subprocess.run(
-                [sys.executable, __file__, *passthrough, "--worker", method],
-                capture_output=True,
-                text=True,
-                env=env,
-                check=True,
-            )
-            res = json.loads(out.stdout.strip().splitlines()[-1])
+            res = work(method, env)
             runs[method].append(res)
-            print(
-                f"round {r} {method}: {res['examples_per_s']:.3f} examples/s, "
-                f"peak {res['peak_mib']:.0f} MiB",
-                flush=True,
-            )
+            print(f"round {r} {method}: {res['examples_per_s']:.3f} examples/s", flush=True)
+    for method in ("sr", "lora-ml"):
+        res = work(method, mem_env)
+        mem_runs[method].append(res)
+        print(f"memory run {method}: peak {res['peak_mib']:.0f} MiB", flush=True)
     best = {m: max(v, key=lambda x: x["examples_per_s"]) for m, v in runs.items()}
-    peak = {m: min(x["peak_mib"] for x in v) for m, v in runs.items()}
+    peak = {m: min(x["peak_mib"] for x in v) for m, v in mem_runs.items()}
     summary = {
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "platform": platform.platform(),
@@ -164,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         / best["sr"]["examples_per_s"],
         "memory_ratio_lora_ml_over_sr": peak["lora-ml"] / peak["sr"],
         "runs": runs,
+        "memory_runs": mem_runs,
     }
     print(
         f"LoRA-ML / SR examples/s: {summary['speed_ratio_lora_ml_over_sr']:.3f} "

@@ -108,12 +108,81 @@ class MultiTaskLoRALinear(nn.Module):
             )
         y = self.base(x)
         # Rows of one task id form one matrix: (n, rows_per_id * L, in).
-        rows = self.dropout(x).reshape(n, -1, x.shape[-1])
-        a = self.lora_A[task_ids].to(rows.dtype)  # (n, r, in)
-        b = self.lora_B[task_ids].to(rows.dtype)  # (n, out, r)
-        h = torch.bmm(rows, a.transpose(1, 2)) * self.scaling  # (n, M, r)
-        out = torch.baddbmm(y.reshape(n, -1, y.shape[-1]), h, b.transpose(1, 2).to(y.dtype))
-        return out.reshape(y.shape)
+        rows = x.reshape(n, -1, x.shape[-1])
+        p = self.dropout.p
+        mask = None
+        if self.training and p > 0:
+            mask = torch.empty(rows.shape, dtype=torch.bool, device=rows.device).bernoulli_(1 - p)
+        a = self.lora_A[task_ids]  # (n, r, in)
+        b = self.lora_B[task_ids]  # (n, out, r)
+        delta = lora_delta(rows, mask, a, b, self.scaling, 1 - p)
+        return (y.reshape(delta.shape) + delta.to(y.dtype)).reshape(y.shape)
+
+
+def lora_delta(
+    rows: torch.Tensor,
+    mask: torch.Tensor | None,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scaling: float,
+    keep: float,
+) -> torch.Tensor:
+    """``scaling * B_j A_j (mask * rows / keep)`` per group j, memory-lean in the backward pass.
+
+    Parameters
+    ----------
+    rows : torch.Tensor
+        (n, M, in): the layer's input (the same storage the base Linear saves for its backward).
+    mask : torch.Tensor or None
+        (n, M, in) bool dropout mask (kept entries True), or None for no dropout.
+    a, b : torch.Tensor
+        (n, r, in) and (n, out, r): each group's adapter.
+    scaling : float
+        alpha / r.
+    keep : float
+        1 - dropout probability.
+
+    Returns
+    -------
+    torch.Tensor
+        (n, M, out), in ``rows``' dtype.
+
+    Notes
+    -----
+    Plain autograd would save the dropped-out input as a new float tensor for every wrapped
+    layer; this saves only the 1-byte mask (the input is saved by the base layer anyway) and
+    recomputes the dropped-out input in the backward pass. The result equals
+    ``torch.bmm(torch.bmm(dropout(rows), a^T), b^T) * scaling`` with that mask.
+    """
+    return _LoRADelta.apply(rows, mask, a, b, float(scaling), float(keep))
+
+
+class _LoRADelta(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, rows, mask, a, b, scaling, keep):  # type: ignore[override]
+        with torch.autocast(rows.device.type, enabled=False):
+            a, b = a.to(rows.dtype), b.to(rows.dtype)
+            # 1/keep is applied to the small (n, M, r) product, not the (n, M, in) input
+            dropped = rows if mask is None else rows * mask
+            h = torch.bmm(dropped, a.transpose(1, 2)) * (1.0 / keep)  # (n, M, r)
+            ctx.save_for_backward(rows, mask, a, b, h)
+            ctx.scaling, ctx.keep, ctx.dtypes = scaling, keep, (a.dtype, b.dtype)
+            return torch.bmm(h, b.transpose(1, 2)) * scaling
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        rows, mask, a, b, h = ctx.saved_tensors
+        grad = grad.to(rows.dtype)
+        grad_b = torch.bmm(grad.transpose(1, 2), h) * ctx.scaling  # (n, out, r)
+        grad_h = torch.bmm(grad, b) * (ctx.scaling / ctx.keep)  # (n, M, r), with 1/keep
+        dropped = rows if mask is None else rows * mask
+        grad_a = torch.bmm(grad_h.transpose(1, 2), dropped)  # (n, r, in)
+        grad_rows = None
+        if ctx.needs_input_grad[0]:
+            grad_rows = torch.bmm(grad_h, a)
+            if mask is not None:
+                grad_rows = grad_rows * mask
+        return grad_rows, None, grad_a, grad_b, None, None
 
 
 def encoder_linear_names(encoder: nn.Module) -> list[str]:

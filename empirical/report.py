@@ -215,7 +215,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Language experiment: hits@1 on unseen tasks after fine-tuning",
         "",
-        f"Model `{cfg['model']}`, data `{cfg['data']}`, {len(cfg['tasks']['retrain'])} retraining "
+        f"Model `{cfg['model']}`, data `{cfg.get('data_used', cfg['data'])}`, "
+        f"{len(cfg['tasks']['retrain'])} retraining "
         f"tasks, {len(cfg['tasks']['test'])} unseen test tasks, K = {cfg['n_candidates']} "
         f"candidates (chance {100 / cfg['n_candidates']:.1f} %), max length "
         f"{cfg['max_length_used']} tokens, {cfg['epochs']} retraining epochs, {cfg['ft_epochs']} "
@@ -308,7 +309,7 @@ def render_plot(results: dict[str, Any], path: Path) -> None:
     ax.axhline(100 / cfg["n_candidates"], color="grey", lw=0.8, ls="--", label="chance")
     ax.set_xticks(x, [_scheme_label(*s) for s in schemes])
     ax.set_ylabel("hits@1 on unseen tasks (%)")
-    ax.set_title(f"{cfg['model']} / {cfg['data']}", fontsize=9)
+    ax.set_title(f"{cfg['model']} / {cfg.get('data_used', cfg['data'])}", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")

@@ -266,15 +266,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def resolve_source(cfg: RunConfig) -> str:
+    """``cfg.data`` with ``auto`` resolved: ``convai2`` where the shared file is, else chitchat."""
+    from empirical.data import default_convai2_paths
+
+    if cfg.data != "auto":
+        return cfg.data
+    return "convai2" if default_convai2_paths() is not None else "chitchat"
+
+
 def load_split(cfg: RunConfig) -> TaskSplit:
     """The retraining and unseen tasks of ``cfg`` (``data="auto"`` resolved)."""
-    from empirical.data import default_convai2_paths, load_tasks
+    from empirical.data import load_tasks
 
-    source = cfg.data
-    if source == "auto":
-        source = "convai2" if default_convai2_paths() is not None else "chitchat"
     return load_tasks(
-        source,
+        resolve_source(cfg),
         n_retrain=cfg.n_retrain,
         n_test=cfg.n_test,
         n_candidates=cfg.n_candidates,
@@ -735,6 +741,7 @@ def run_experiment(
         **cfg.to_json(),
         "seeds": list(seeds),
         "max_length_used": max_length,
+        "data_used": resolve_source(cfg),
         "device_used": str(device),
         "tasks": {"retrain": [t.name for t in split.retrain], "test": [t.name for t in split.test]},
     }

@@ -210,3 +210,24 @@ def test_task_heads_match_per_row_formula():
         h = torch.tanh(heads.dense_weight[t] @ x[row] + heads.dense_bias[t])
         torch.testing.assert_close(got[row], h @ heads.out_weight[t] + heads.out_bias[t])
     torch.testing.assert_close(heads(x), heads(x, torch.zeros(6, dtype=torch.long)))
+
+
+def test_lora_delta_gradients_match_plain_autograd_with_the_same_mask():
+    from empirical.lora import lora_delta
+
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(3, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(3, 5, 6, generator=g) > 0.3
+    a = torch.randn(3, 2, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, 4, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
+    for m in (mask, None):
+        keep = 0.7 if m is not None else 1.0
+        got = lora_delta(rows, m, a, b, 2.5, keep)
+        dropped = rows if m is None else rows * m / keep
+        ref = torch.bmm(torch.bmm(dropped, a.transpose(1, 2)), b.transpose(1, 2)) * 2.5
+        torch.testing.assert_close(got, ref)
+        grads = torch.autograd.grad((got * weight).sum(), (rows, a, b))
+        refs = torch.autograd.grad((ref * weight).sum(), (rows, a, b))
+        for x, y in zip(grads, refs, strict=True):
+            torch.testing.assert_close(x, y)
