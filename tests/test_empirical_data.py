@@ -30,7 +30,7 @@ from empirical.data import (
     tiny_dialogues,
 )
 from empirical.fbdialog import read_fbdialog
-from empirical.persona_map import (
+from empirical.personas import (
     load_persona_map,
     normalise_persona,
     persona_key,
@@ -392,7 +392,7 @@ def test_restricted_unpickler_allows_only_numeric_numpy_scalars():
 
 def test_data_modules_import_without_torch():
     code = (
-        "import sys, empirical.data, empirical.fbdialog, empirical.persona_map; "
+        "import sys, empirical.data, empirical.fbdialog, empirical.personas; "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     root = Path(__file__).parents[1]
