@@ -213,6 +213,7 @@ class _Problem:
     def __init__(self, q: Quadratics, k: int, asymmetric: bool):
         self.q, self.k, self.asym = q, k, asymmetric
         self.shape = (q.T, q.d, k)
+        self._last: tuple[np.ndarray, float] | None = None  # (x, phi(x)) of the last fun call
         if q.S is not None:
             self.S_sum_pinv = np.linalg.pinv(q.S.sum(0), hermitian=True)
 
@@ -238,9 +239,8 @@ class _Problem:
 
     def value(self, x: np.ndarray) -> float:
         """``phi(x)``, reusing the last evaluation when ``x`` is the point just evaluated."""
-        last = getattr(self, "_last", None)
-        if last is not None and np.array_equal(last[0], x):
-            return last[1]
+        if self._last is not None and np.array_equal(self._last[0], x):
+            return self._last[1]
         return self.fun(x)[0]
 
 
