@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from loraml.cli import UsageError
@@ -23,6 +24,12 @@ _OVERRIDES: dict[str, tuple[str, type, str]] = {
     "--data": ("data", str, "'convai2', 'chitchat', 'chitchat:speaker', 'tiny' or 'auto'"),
     "--data-path": ("data_path", str, "ConvAI2 fbdialog file (source convai2)"),
     "--persona-map": ("persona_map", str, "PAML persona map for --data-path"),
+    "--test-data-path": (
+        "test_data_path",
+        str,
+        "second ConvAI2 file for the unseen tasks (the paper: valid; --data-path: train)",
+    ),
+    "--test-persona-map": ("test_persona_map", str, "PAML persona map for --test-data-path"),
     "--n-retrain": ("n_retrain", int, "number of retraining tasks T"),
     "--n-test": ("n_test", int, "number of unseen test tasks"),
     "--candidates": ("n_candidates", int, "candidates K per example"),
@@ -102,6 +109,12 @@ def _config(args: argparse.Namespace):
     if args.preset == "paper" and cfg.data == "convai2" and cfg.data_path is None:
         raise UsageError(
             "--preset paper needs --data-path (a ConvAI2 fbdialog file) and usually --persona-map"
+        )
+    if args.preset == "paper" and cfg.test_data_path is None:
+        print(
+            "note: without --test-data-path the unseen tasks come from --data-path too; the "
+            "paper retrained on the train split and tested on the valid split",
+            file=sys.stderr,
         )
     try:
         cfg.validate()

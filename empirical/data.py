@@ -679,8 +679,10 @@ def load_tasks(
     eval_dialogues: int = 2,
     max_examples_per_task: int | None = None,
     persona_contractions: str = "i'm",
+    test_path: str | os.PathLike | None = None,
+    test_persona_map: str | os.PathLike | None = None,
 ) -> TaskSplit:
-    """Retraining and unseen test tasks of response selection from one source.
+    """Retraining and unseen test tasks of response selection, from one source or two files.
 
     Parameters
     ----------
@@ -708,6 +710,13 @@ def load_tasks(
         ConvAI2 with a persona map: the contractions expanded before the lookup (see
         :func:`group_by_persona`). The default follows PAPER.md (99 clusters, 734 episodes of the
         valid file); ``"all"`` places all 1,000 episodes (100 clusters).
+    test_path, test_persona_map : path-like, optional
+        ``"convai2"`` only: take the unseen test tasks from this second fbdialog file (grouped
+        through ``test_persona_map`` if given, else by exact persona set) and the retraining
+        tasks from ``path``, as the paper did (retraining on the train split, unseen personas
+        from the valid split). Each file's largest groups are chosen, and each file's
+        distractor candidates come from that file only. Without ``test_path`` both kinds of
+        task come from ``path``: the largest groups retrain, the next ones are unseen.
 
     Returns
     -------
@@ -730,8 +739,38 @@ def load_tasks(
             f"unknown source {source!r}; use 'convai2', 'chitchat', 'chitchat:prompt', "
             "'chitchat:speaker' or 'tiny'"
         )
-    if kind != "convai2" and (path is not None or persona_map is not None):
-        raise ValueError(f"path= and persona_map= apply to source 'convai2' only, not {source!r}")
+    if kind != "convai2" and any(
+        p is not None for p in (path, persona_map, test_path, test_persona_map)
+    ):
+        raise ValueError(
+            f"path=, persona_map=, test_path= and test_persona_map= apply to source 'convai2' "
+            f"only, not {source!r}"
+        )
+    if test_persona_map is not None and test_path is None:
+        raise ValueError("test_persona_map= needs test_path= (the file it groups)")
+    if test_path is not None:
+        if path is None:
+            raise ValueError("test_path= needs path= (the file of the retraining tasks)")
+        common = {
+            "n_candidates": n_candidates,
+            "seed": seed,
+            "eval_dialogues": eval_dialogues,
+            "max_examples_per_task": max_examples_per_task,
+            "persona_contractions": persona_contractions,
+        }
+        first = load_tasks(
+            source, n_retrain=n_retrain, n_test=0, path=path, persona_map=persona_map, **common
+        )
+        second = load_tasks(
+            source,
+            n_retrain=0,
+            n_test=n_test,
+            path=test_path,
+            persona_map=test_persona_map,
+            **common,
+        )
+        info = {"source": source, "retrain": first.info, "test": second.info}
+        return TaskSplit(retrain=first.retrain, test=second.test, info=info)
     targets = None
     info: dict = {"source": source if kind != "chitchat" else f"chitchat:{by or 'prompt'}"}
     if kind == "convai2":

@@ -59,6 +59,10 @@ class RunConfig:
         ``auto``: ConvAI2's shared valid file where present, else chitchat.
     data_path, persona_map : str or None
         ConvAI2 fbdialog file and PAML persona map (None: the shared ones).
+    test_data_path, test_persona_map : str or None
+        A second ConvAI2 file (and its map) for the unseen tasks, as the paper took them from the
+        valid split and the retraining tasks from the train split (None: both from
+        ``data_path``, see :func:`empirical.data.load_tasks`).
     n_retrain, n_test, n_candidates : int
         T retraining tasks, unseen test tasks, K candidates per example.
     max_length : int or None
@@ -95,6 +99,8 @@ class RunConfig:
     data: str = "tiny"
     data_path: str | None = None
     persona_map: str | None = None
+    test_data_path: str | None = None
+    test_persona_map: str | None = None
     n_retrain: int = 10
     n_test: int = 10
     n_candidates: int = 20
@@ -287,6 +293,8 @@ def load_split(cfg: RunConfig) -> TaskSplit:
         seed=cfg.data_seed,
         path=cfg.data_path,
         persona_map=cfg.persona_map,
+        test_path=cfg.test_data_path,
+        test_persona_map=cfg.test_persona_map,
         eval_dialogues=cfg.eval_dialogues,
         max_examples_per_task=cfg.max_examples_per_task,
     )
@@ -615,19 +623,32 @@ def _train_head(
 # --------------------------------------------------------------------------------------------
 # The experiment
 # --------------------------------------------------------------------------------------------
+#: Settings that say what to run rather than how: a run directory may be resumed with other
+#: retraining methods (each method's retraining and fine-tuning are seeded on their own, so
+#: adding one leaves the others' numbers unchanged).
+_WHAT_TO_RUN = ("methods",)
+
+
 def _check_config(out: Path, cfg: RunConfig, write: bool) -> None:
-    """Refuse a run directory holding other settings; with ``write``, record ours."""
+    """Refuse a run directory holding other settings; with ``write``, record ours.
+
+    A setting the stored file lacks (written before the setting existed) counts as its default,
+    so older run directories still resume; :data:`_WHAT_TO_RUN` settings may differ.
+    """
     path = out / "config.json"
     current = cfg.to_json()
     if path.exists():
+        defaults = RunConfig().to_json()
         stored = json.loads(path.read_text())
-        if stored != current:
-            diff = sorted(k for k in current if stored.get(k) != current[k])
+        diff = sorted(
+            k for k in current if k not in _WHAT_TO_RUN and stored.get(k, defaults[k]) != current[k]
+        )
+        if diff:
             raise ValueError(
                 f"--out {out} holds a run with other settings ({', '.join(diff)}); "
                 "use another --out or the same settings to resume"
             )
-    elif write:
+    if write and (not path.exists() or json.loads(path.read_text()) != current):
         write_json(current, path)
 
 

@@ -527,6 +527,51 @@ def test_load_tasks_convai2_explicit_file_exact_personas(tmp_path):
     ]
 
 
+def _persona_file(tmp_path: Path, name: str, personas: dict[str, int]) -> Path:
+    """An fbdialog file with ``n`` two-turn episodes per persona; replies name file and persona."""
+    lines = []
+    for persona, n in personas.items():
+        for e in range(n):
+            lines += [
+                f"1 your persona: i am {persona}.",
+                f"2 hi\t{name} {persona} {e} one",
+                f"3 so ?\t{name} {persona} {e} two",
+            ]
+    return _write(tmp_path, "\n".join(lines) + "\n", name=name)
+
+
+def test_load_tasks_convai2_two_files_retrain_from_one_test_from_the_other(tmp_path):
+    train = _persona_file(tmp_path, "train", {"a": 6, "b": 5, "c": 4, "d": 3})
+    valid = _persona_file(tmp_path, "valid", {"x": 3, "y": 5, "z": 4})
+    split = load_tasks(
+        "convai2", path=train, test_path=valid, n_retrain=3, n_test=2, n_candidates=4, seed=1
+    )
+    assert len(split.retrain) == 3 and len(split.test) == 2
+    # the largest groups of each file: train a, b, c; valid y, z
+    first = {t.name: t.train[0].reply.split()[1] for t in split.retrain}
+    second = {t.name: t.train[0].reply.split()[1] for t in split.test}
+    assert sorted(first.values()) == ["a", "b", "c"] and sorted(second.values()) == ["y", "z"]
+    for tasks, name in ((split.retrain, "train"), (split.test, "valid")):
+        for task in tasks:
+            for ex in task.train + task.eval:  # every candidate is from the task's own file
+                assert all(c.startswith(f"{name} ") for c in ex.candidates)
+    assert split.info["retrain"]["path"] == str(train)
+    assert split.info["test"]["path"] == str(valid)
+    # the same retraining tasks as from the train file alone
+    alone = load_tasks("convai2", path=train, n_retrain=3, n_test=0, n_candidates=4, seed=1)
+    assert split.retrain == alone.retrain
+
+
+def test_load_tasks_two_files_rejects_half_settings(tmp_path):
+    valid = _persona_file(tmp_path, "valid", {"x": 3, "y": 5})
+    with pytest.raises(ValueError, match="test_path= needs path="):
+        load_tasks("convai2", test_path=valid)
+    with pytest.raises(ValueError, match="test_persona_map= needs test_path="):
+        load_tasks("convai2", path=valid, test_persona_map="m")
+    with pytest.raises(ValueError, match="'convai2' only"):
+        load_tasks("tiny", test_path=valid)
+
+
 # --------------------------------------------------------------------------------------------
 # Tiny generated data
 

@@ -156,10 +156,39 @@ def test_cli_refuses_other_settings_in_an_existing_run_dir(tmp_path, capsys):
     rc = main(["empirical", "run", "--preset", "tiny", "--out", str(out), "--no-progress"])
     assert rc == 2
     err = capsys.readouterr().err.strip()
-    assert "other settings" in err and "methods" in err and "\n" not in err
+    assert "other settings (epochs, ft_epochs, ranks)" in err and "\n" not in err
     (out / "results.json").write_text("{}")
     assert main(["empirical", "report", str(out)]) == 2
     assert "lacks 'config'" in capsys.readouterr().err
+
+
+def test_run_dir_takes_more_methods_and_old_config_files(tmp_path):
+    # A run directory may be resumed with more retraining methods: the earlier methods' files
+    # are reused (not recomputed) and the new method's numbers equal those of a run of it alone.
+    cfg = _small(ranks=(), epochs=1, ft_epochs=1)
+    out = tmp_path / "run"
+    first = run_experiment(dataclasses.replace(cfg, methods=("sr",)), [0], out, progress=False)
+    sr_file = out / "seed0" / "finetune-sr.json"
+    before = sr_file.stat().st_mtime_ns
+    # a config.json written before test_data_path / test_persona_map existed still resumes
+    stored = json.loads((out / "config.json").read_text())
+    del stored["test_data_path"], stored["test_persona_map"]
+    (out / "config.json").write_text(json.dumps(stored))
+    both = run_experiment(
+        dataclasses.replace(cfg, methods=("sr", "last-layer-ml")), [0], out, progress=False
+    )
+    assert sr_file.stat().st_mtime_ns == before
+    assert json.loads((out / "config.json").read_text())["methods"] == ["sr", "last-layer-ml"]
+    alone = run_experiment(
+        dataclasses.replace(cfg, methods=("last-layer-ml",)),
+        [0],
+        tmp_path / "alone",
+        progress=False,
+    )
+    assert _hits(both) == sorted(_hits(first) + _hits(alone))
+    # a setting that changes numbers is still refused, naming it
+    with pytest.raises(ValueError, match=r"other settings \(lr\)"):
+        run_experiment(dataclasses.replace(cfg, lr=0.5), [0], out, progress=False)
 
 
 class _nothing:
