@@ -41,6 +41,7 @@ _OVERRIDES: dict[str, tuple[str, type, str]] = {
     "--ft-lr": ("ft_lr", float, "fine-tuning learning rate"),
     "--batch-size": ("batch_size", int, "examples per training batch"),
     "--lora-rank": ("lora_rank", int, "LoRA-ML retraining adapter rank"),
+    "--dropout": ("dropout", float, "dropout of the adapters and heads"),
     "--device": ("device", str, "'auto', 'cpu', 'cuda' or 'cuda:N'"),
 }
 
@@ -146,8 +147,11 @@ def _run(args: argparse.Namespace) -> int:
         run_experiment(cfg, seeds, out, progress=not args.no_progress)
     except (ValueError, FileNotFoundError) as err:
         raise UsageError(str(err).splitlines()[0]) from None
-    print(f"results: {out / 'results.md'}")
-    print((out / "results.md").read_text())
+    from empirical.parallel import is_main_process
+
+    if is_main_process():  # under accelerate launch, one report rather than one per process
+        print(f"results: {out / 'results.md'}")
+        print((out / "results.md").read_text())
     return 0
 
 

@@ -39,6 +39,7 @@ from empirical.model import (
     load_encoder,
     model_limit,
 )
+from empirical.parallel import Workers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -254,7 +255,7 @@ class _Context:
     device: torch.device
     budget: StepBudget
     progress: bool
-    timing: dict[str, Any] = field(default_factory=dict)
+    workers: Workers = field(default_factory=Workers)
 
 
 def _derive(*parts: object) -> int:
@@ -348,18 +349,46 @@ def _optimizer(params: Sequence[torch.nn.Parameter], lr: float, ctx: _Context, s
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, steps)
 
 
-def _step(model: PairScorer, batch: Any, optimizer: Any, scheduler: Any, ctx: _Context) -> float:
-    """One optimizer step on ``batch``; returns the loss."""
+def _backward(
+    model: torch.nn.Module,
+    examples: Sequence[Example],
+    task_ids: Sequence[int],
+    ctx: _Context,
+    data_parallel: bool = True,
+) -> float:
+    """Backpropagate the mean loss of a batch; returns the mean loss.
+
+    With ``data_parallel`` (retraining) the batch is a global one: this process takes its share
+    and weights its loss (:meth:`empirical.parallel.Workers.shard`); without (fine-tuning, where
+    each process runs its own jobs) the whole batch.
+    """
+    pairs = list(zip(examples, task_ids, strict=True))
+    share, weight = ctx.workers.shard(pairs) if data_parallel else (pairs, 1.0)
+    batch = _batch(ctx, [ex for ex, _ in share], [t for _, t in share])
     model.train()
     with _autocast(ctx):
         loss = candidate_cross_entropy(model(batch), batch.labels)
+    (loss * weight).backward()
+    return float(loss.detach())
+
+
+def _step(
+    model: torch.nn.Module,
+    examples: Sequence[Example],
+    task_ids: Sequence[int],
+    optimizer: Any,
+    scheduler: Any,
+    ctx: _Context,
+    data_parallel: bool = True,
+) -> float:
+    """One optimizer step on a batch (see :func:`_backward`); returns the loss."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss = _backward(model, examples, task_ids, ctx, data_parallel)
     torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
     optimizer.step()
     scheduler.step()
     ctx.budget.tick()
-    return float(loss.detach())
+    return loss
 
 
 @torch.no_grad()
@@ -404,7 +433,11 @@ def retrain(method: str, seed: int, seed_dir: Path, ctx: _Context) -> dict[str, 
         return torch.load(final, map_location="cpu", weights_only=True)
     cfg, tasks = ctx.cfg, ctx.split.retrain
     sizes = [len(t.train) for t in tasks]
-    torch.manual_seed(_derive(seed, method, "torch"))
+    workers = ctx.workers
+    # Dropout masks: one stream per process (the single-process stream as before).
+    torch.manual_seed(
+        _derive(seed, method, "torch", *([workers.rank] if workers.world > 1 else []))
+    )
     generator = torch.Generator().manual_seed(_derive(seed, method, "init"))
     model = M.build_retrain_model(
         method,
@@ -415,6 +448,7 @@ def retrain(method: str, seed: int, seed_dir: Path, ctx: _Context) -> dict[str, 
         dropout=cfg.dropout,
         generator=generator,
     ).to(ctx.device)
+    net = workers.wrap(model)  # what the training steps call; ``model`` holds the same weights
     params = [p for p in model.parameters() if p.requires_grad]
     reptile = method == "reptile"
     if reptile:
@@ -432,10 +466,15 @@ def retrain(method: str, seed: int, seed_dir: Path, ctx: _Context) -> dict[str, 
     start, seconds, examples = 0, 0.0, 0
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt.get("world", 1) != workers.world:
+            raise ValueError(
+                f"{ckpt_path} was written by {ckpt.get('world', 1)} processes; resume it with "
+                f"as many (this run has {workers.world})"
+            )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"])
+        _set_rng_state(ckpt["rng"] if workers.world == 1 else ckpt["rng_ranks"][workers.rank])
         start, seconds, examples = ckpt["epoch"], ckpt["seconds"], ckpt["examples"]
 
     for epoch in range(start, cfg.epochs):
@@ -443,45 +482,50 @@ def retrain(method: str, seed: int, seed_dir: Path, ctx: _Context) -> dict[str, 
         rng = np.random.default_rng([seed, epoch, 7919])
         t0 = time.perf_counter()
         if reptile:
-            examples += _reptile_epoch(model, optimizer, scheduler, rng, sizes, seed, epoch, ctx)
+            examples += _reptile_epoch(net, optimizer, scheduler, rng, sizes, seed, epoch, ctx)
         else:
             batches = M.interleaved_batches(sizes, cfg.batch_size, rng)
             bar = _progress(
                 ctx, len(batches), f"seed {seed} {method} epoch {epoch + 1}/{cfg.epochs}"
             )
             for items in batches:
-                batch = _batch(ctx, [tasks[t].train[i] for t, i in items], [t for t, _ in items])
-                loss = _step(model, batch, optimizer, scheduler, ctx)
+                chunk = [tasks[t].train[i] for t, i in items]
+                loss = _step(net, chunk, [t for t, _ in items], optimizer, scheduler, ctx)
                 examples += len(items)
                 bar.set_postfix(loss=f"{loss:.3f}")
                 bar.update()
             bar.close()
         seconds += time.perf_counter() - t0
-        _atomic_torch_save(
-            {
+        rng_ranks = workers.gather(_rng_state())
+        if workers.main:
+            state = {
                 "epoch": epoch + 1,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_ranks[0],
                 "seconds": seconds,
                 "examples": examples,
-            },
-            ckpt_path,
-        )
+            }
+            if workers.world > 1:
+                state.update(world=workers.world, rng_ranks=rng_ranks)
+            _atomic_torch_save(state, ckpt_path)
+        workers.barrier()
     result = {
         "encoder": {k: v.cpu() for k, v in M.retrained_encoder(model).state_dict().items()},
         "seconds": seconds,
         "examples": examples,
         "steps": scheduler.last_epoch,
     }
-    _atomic_torch_save(result, final)
-    ckpt_path.unlink(missing_ok=True)
+    if workers.main:
+        _atomic_torch_save(result, final)
+        ckpt_path.unlink(missing_ok=True)
+    workers.barrier()
     return result
 
 
 def _reptile_epoch(
-    model: PairScorer,
+    model: torch.nn.Module,
     outer_opt: Any,
     outer_sched: Any,
     rng: np.random.Generator,
@@ -502,12 +546,8 @@ def _reptile_epoch(
             params, lr=cfg.reptile_inner_lr, weight_decay=cfg.weight_decay
         )
         for indices in batches:
-            batch = _batch(ctx, [tasks[task].train[i] for i in indices], [0] * len(indices))
-            model.train()
-            with _autocast(ctx):
-                loss = candidate_cross_entropy(model(batch), batch.labels)
             inner_opt.zero_grad(set_to_none=True)
-            loss.backward()
+            _backward(model, [tasks[task].train[i] for i in indices], [0] * len(indices), ctx)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             inner_opt.step()
             examples += len(indices)
@@ -569,7 +609,7 @@ def finetune(
             order = rng.permutation(len(train))
             for i in range(0, len(train), cfg.batch_size):
                 chunk = [train[j] for j in order[i : i + cfg.batch_size]]
-                _step(model, _batch(ctx, chunk, [0] * len(chunk)), optimizer, scheduler, ctx)
+                _step(model, chunk, [0] * len(chunk), optimizer, scheduler, ctx, False)
     seconds = time.perf_counter() - t0
     hits, total = evaluate(model, task.eval, ctx)
     return {
@@ -691,81 +731,117 @@ def run_experiment(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, cfg, write=False)
-    device = resolve_device(cfg.device)
-    split = split if split is not None else load_split(cfg)
-    encoder, tokenizer = load_encoder(cfg.model, seed=0)
-    _check_config(out, cfg, write=True)  # only once data and model load
-    limit = model_limit(tokenizer, encoder)
-    max_length = min(cfg.max_length or limit, limit)
-    del encoder
-    ctx = _Context(
-        cfg, split, PairTokenizer(tokenizer, max_length), device, budget or StepBudget(), progress
-    )
-    records: list[dict[str, Any]] = []
-    timing: list[dict[str, Any]] = []
-    for seed in seeds:
-        seed_dir = out / f"seed{seed}"
-        seed_dir.mkdir(exist_ok=True)
-        for method in cfg.methods:
-            base = retrain(method, seed, seed_dir, ctx)
-            timing.append(
-                {
-                    "stage": "retrain",
-                    "method": method,
-                    "seed": seed,
-                    "seconds": base["seconds"],
-                    "examples": base["examples"],
-                }
-            )
-            done_path = seed_dir / f"finetune-{method}.json"
-            done = json.loads(done_path.read_text()) if done_path.exists() else []
-            have = {(r["scheme"], r["rank"], r["task"]) for r in done}
-            jobs = [(s, r, i, t) for s, r in cfg.schemes() for i, t in enumerate(split.test)]
-            bar = _progress(ctx, len(jobs), f"seed {seed} {method} fine-tuning")
-            for scheme, rank, index, task in jobs:
-                if (scheme, rank, task.name) not in have:
-                    rec = finetune(
-                        base["encoder"],
-                        scheme,
-                        rank,
-                        task,
-                        (seed, method, scheme, rank, index),
-                        ctx,
-                    )
-                    done.append(
-                        {
-                            "method": method,
-                            "scheme": scheme,
-                            "rank": rank,
-                            "task": task.name,
-                            "seed": seed,
-                            **rec,
-                        }
-                    )
-                    write_json(done, done_path)
-                bar.update()
-            bar.close()
-            records.extend(done)
-            for scheme, rank in cfg.schemes():
-                rows = [r for r in done if r["scheme"] == scheme and r["rank"] == rank]
+    workers = Workers.from_env(cfg.device)
+    try:
+        device = workers.device or resolve_device(cfg.device)
+        split = split if split is not None else load_split(cfg)
+        encoder, tokenizer = load_encoder(cfg.model, seed=0)
+        if workers.main:
+            _check_config(out, cfg, write=True)  # only once data and model load
+        limit = model_limit(tokenizer, encoder)
+        max_length = min(cfg.max_length or limit, limit)
+        del encoder
+        ctx = _Context(
+            cfg,
+            split,
+            PairTokenizer(tokenizer, max_length),
+            device,
+            budget or StepBudget(),
+            progress and workers.main,
+            workers,
+        )
+        records: list[dict[str, Any]] = []
+        timing: list[dict[str, Any]] = []
+        for seed in seeds:
+            seed_dir = out / f"seed{seed}"
+            seed_dir.mkdir(exist_ok=True)
+            for method in cfg.methods:
+                base = retrain(method, seed, seed_dir, ctx)
                 timing.append(
                     {
-                        "stage": f"finetune-{scheme}",
+                        "stage": "retrain",
                         "method": method,
                         "seed": seed,
-                        "rank": rank,
-                        "seconds": sum(r["seconds"] for r in rows),
-                        "examples": sum(r["examples"] for r in rows),
+                        "seconds": base["seconds"],
+                        "examples": base["examples"],
                     }
                 )
-    config = {
-        **cfg.to_json(),
-        "seeds": list(seeds),
-        "max_length_used": max_length,
-        "data_used": resolve_source(cfg),
-        "device_used": str(device),
-        "tasks": {"retrain": [t.name for t in split.retrain], "test": [t.name for t in split.test]},
-    }
-    results = report.build_results(config, records, timing, time.perf_counter() - wall0)
-    report.write_results(results, out)
-    return results
+                done = _finetune_all(base["encoder"], method, seed, seed_dir, ctx)
+                records.extend(done)
+                for scheme, rank in cfg.schemes():
+                    rows = [r for r in done if r["scheme"] == scheme and r["rank"] == rank]
+                    timing.append(
+                        {
+                            "stage": f"finetune-{scheme}",
+                            "method": method,
+                            "seed": seed,
+                            "rank": rank,
+                            "seconds": sum(r["seconds"] for r in rows),
+                            "examples": sum(r["examples"] for r in rows),
+                        }
+                    )
+        config = {
+            **cfg.to_json(),
+            "seeds": list(seeds),
+            "max_length_used": max_length,
+            "data_used": resolve_source(cfg),
+            "device_used": str(device),
+            "tasks": {
+                "retrain": [t.name for t in split.retrain],
+                "test": [t.name for t in split.test],
+            },
+        }
+        if workers.world > 1:
+            config["processes"] = workers.world
+        results = report.build_results(config, records, timing, time.perf_counter() - wall0)
+        if workers.main:
+            report.write_results(results, out)
+        workers.barrier()
+        return results
+    finally:
+        workers.close()
+
+
+def _finetune_all(
+    encoder_state: dict[str, torch.Tensor], method: str, seed: int, seed_dir: Path, ctx: _Context
+) -> list[dict[str, Any]]:
+    """Fine-tune ``method``'s retrained encoder on every unseen task by every scheme, resuming
+    from ``finetune-<method>.json``; returns all its records.
+
+    With several processes the missing jobs are dealt out in rounds (one job per process per
+    round); each round's records are gathered and written by process 0.
+    """
+    workers = ctx.workers
+    done_path = seed_dir / f"finetune-{method}.json"
+    done = json.loads(done_path.read_text()) if done_path.exists() else []
+    have = {(r["scheme"], r["rank"], r["task"]) for r in done}
+    jobs = [
+        (scheme, rank, index, task)
+        for scheme, rank in ctx.cfg.schemes()
+        for index, task in enumerate(ctx.split.test)
+        if (scheme, rank, task.name) not in have
+    ]
+    bar = _progress(ctx, len(have) + len(jobs), f"seed {seed} {method} fine-tuning")
+    bar.update(len(have))
+    for start in range(0, len(jobs), workers.world):
+        mine = jobs[start + workers.rank] if start + workers.rank < len(jobs) else None
+        record = None
+        if mine is not None:
+            scheme, rank, index, task = mine
+            key = (seed, method, scheme, rank, index)
+            rec = finetune(encoder_state, scheme, rank, task, key, ctx)
+            record = {
+                "method": method,
+                "scheme": scheme,
+                "rank": rank,
+                "task": task.name,
+                "seed": seed,
+                **rec,
+            }
+        new = [r for r in workers.gather(record) if r is not None]
+        done.extend(new)
+        if workers.main:
+            write_json(done, done_path)
+        bar.update(len(new))
+    bar.close()
+    return done
