@@ -692,6 +692,42 @@ def _check_config(out: Path, cfg: RunConfig, write: bool) -> None:
         write_json(current, path)
 
 
+def _check_tasks(out: Path, split: TaskSplit, source: str, write: bool) -> None:
+    """Refuse a run directory made on other tasks; with ``write``, record ours.
+
+    The settings alone cannot tell: ``data="auto"`` resolves to ConvAI2 where the shared file is
+    found and to chitchat where it is not, so the tasks themselves are recorded in
+    ``tasks.json`` (source, and each task's name and example counts). A directory written before
+    ``tasks.json`` existed is checked against its ``results.json`` (source and names).
+    """
+
+    def counts(tasks: Sequence[Task]) -> list[list[Any]]:
+        return [[t.name, len(t.train), len(t.eval)] for t in tasks]
+
+    current = {"data_used": source, "retrain": counts(split.retrain), "test": counts(split.test)}
+    path, old = out / "tasks.json", out / "results.json"
+    stored, ours = None, current
+    if path.exists():
+        stored = json.loads(path.read_text())
+    elif old.exists():
+        config = json.loads(old.read_text()).get("config", {})
+        if "tasks" in config:
+            stored = {"data_used": config.get("data_used"), **config["tasks"]}
+            ours = {
+                "data_used": source,
+                "retrain": [t.name for t in split.retrain],
+                "test": [t.name for t in split.test],
+            }
+    if stored is not None and stored != ours:
+        raise ValueError(
+            f"--out {out} holds a run on other tasks (data {stored['data_used']!r}; here "
+            f"{source!r}, or other tasks of it); give the same data (is the ConvAI2 file "
+            "found here? see LORAML_CONVAI2_DIR) or another --out"
+        )
+    if write and not path.exists():
+        write_json(current, path)
+
+
 def run_experiment(
     cfg: RunConfig,
     seeds: Sequence[int],
@@ -736,8 +772,10 @@ def run_experiment(
         device = workers.device or resolve_device(cfg.device)
         split = split if split is not None else load_split(cfg)
         encoder, tokenizer = load_encoder(cfg.model, seed=0)
-        if workers.main:
-            _check_config(out, cfg, write=True)  # only once data and model load
+        _check_tasks(out, split, resolve_source(cfg), write=False)
+        if workers.main:  # only once data and model load
+            _check_config(out, cfg, write=True)
+            _check_tasks(out, split, resolve_source(cfg), write=True)
         limit = model_limit(tokenizer, encoder)
         max_length = min(cfg.max_length or limit, limit)
         del encoder

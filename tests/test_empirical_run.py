@@ -16,6 +16,7 @@ pytest.importorskip("peft")
 
 from empirical import methods as M  # noqa: E402
 from empirical import report  # noqa: E402
+from empirical import run as R  # noqa: E402
 from empirical.run import PRESETS, RunInterrupted, StepBudget, run_experiment  # noqa: E402
 from loraml.cli import main  # noqa: E402
 
@@ -189,6 +190,28 @@ def test_run_dir_takes_more_methods_and_old_config_files(tmp_path):
     # a setting that changes numbers is still refused, naming it
     with pytest.raises(ValueError, match=r"other settings \(lr\)"):
         run_experiment(dataclasses.replace(cfg, lr=0.5), [0], out, progress=False)
+
+
+def test_run_dir_refuses_other_tasks_under_the_same_settings(tmp_path):
+    # data="auto" resolves by what the machine has, so equal settings can mean other tasks
+    cfg = _small(methods=("sr",), ranks=(), epochs=1, ft_epochs=1)
+    out = tmp_path / "run"
+    run_experiment(cfg, [0], out, progress=False)
+    split = R.load_split(cfg)
+    other = dataclasses.replace(split, test=split.test[::-1])
+    with pytest.raises(ValueError, match="holds a run on other tasks"):
+        run_experiment(cfg, [0], out, progress=False, split=other)
+    # a directory from before tasks.json: checked against results.json
+    (out / "tasks.json").unlink()
+    results = json.loads((out / "results.json").read_text())
+    results["config"]["data_used"] = "chitchat"
+    (out / "results.json").write_text(json.dumps(results))
+    with pytest.raises(ValueError, match="data 'chitchat'; here 'tiny'"):
+        run_experiment(cfg, [0], out, progress=False)
+    results["config"]["data_used"] = "tiny"
+    (out / "results.json").write_text(json.dumps(results))
+    run_experiment(cfg, [0], out, progress=False)  # the same tasks: resumes
+    assert (out / "tasks.json").exists()
 
 
 class _nothing:
