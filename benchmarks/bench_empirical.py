@@ -65,10 +65,7 @@ def worker(args: argparse.Namespace) -> dict:
     order = M.interleaved_batches(sizes, args.batch_size, np.random.default_rng(0))
     order = (order * (1 + (args.steps + 1) // len(order)))[: args.steps + 1]
     batches = [
-        ctx.pairs.encode([split.retrain[t].train[i] for t, i in items], [t for t, _ in items]).to(
-            device
-        )
-        for items in order
+        ([split.retrain[t].train[i] for t, i in items], [t for t, _ in items]) for items in order
     ]
     rss0 = _rss_mib()
     torch.manual_seed(0)
@@ -84,19 +81,20 @@ def worker(args: argparse.Namespace) -> dict:
     ).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = _optimizer(params, 5e-5, ctx, 10 * len(batches))
-    _step(model, batches[0], optimizer, scheduler, ctx)  # warm-up (allocations, optimizer state)
+    _step(model, *batches[0], optimizer, scheduler, ctx)  # warm-up (allocations, optimizer state)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     times = []
     for batch in batches[1:]:
         t0 = time.perf_counter()
-        _step(model, batch, optimizer, scheduler, ctx)
+        _step(model, *batch, optimizer, scheduler, ctx)  # tokenising the batch included
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mib() - rss0
     n_params = sum(p.numel() for p in params)
+    encoded = ctx.pairs.encode(*batches[1])
     return {
         "method": args.worker,
         "examples_per_s": args.batch_size / float(np.median(times)),
@@ -104,8 +102,8 @@ def worker(args: argparse.Namespace) -> dict:
         "peak_mib": peak,
         "trainable_params": n_params,
         "device": str(device),
-        "pairs_per_step": int(batches[1].input_ids.shape[0]),
-        "tokens_per_pair": int(batches[1].input_ids.shape[1]),
+        "pairs_per_step": int(encoded.input_ids.shape[0]),
+        "tokens_per_pair": int(encoded.input_ids.shape[1]),
     }
 
 
