@@ -150,8 +150,9 @@ def lora_delta(
     Notes
     -----
     Plain autograd would save the dropped-out input as a new float tensor for every wrapped
-    layer; this saves only the 1-byte mask (the input is saved by the base layer anyway) and
-    recomputes the dropped-out input in the backward pass. The result equals
+    layer; this saves only the mask, packed 8 entries to a byte where ``in`` is a multiple of 8
+    (the input is saved by the base layer anyway), and recomputes the dropped-out input in the
+    backward pass. The result equals
     ``torch.bmm(torch.bmm(dropout(rows), a^T), b^T) * scaling`` with that mask.
     """
     return _LoRADelta.apply(rows, mask, a, b, float(scaling), float(keep))
@@ -165,24 +166,50 @@ class _LoRADelta(torch.autograd.Function):
             # 1/keep is applied to the small (n, M, r) product, not the (n, M, in) input
             dropped = rows if mask is None else rows * mask
             h = torch.bmm(dropped, a.transpose(1, 2)) * (1.0 / keep)  # (n, M, r)
-            ctx.save_for_backward(rows, mask, a, b, h)
-            ctx.scaling, ctx.keep, ctx.dtypes = scaling, keep, (a.dtype, b.dtype)
+            packed = mask is not None and mask.shape[-1] % 8 == 0
+            saved = pack_mask(mask) if packed else mask
+            ctx.save_for_backward(rows, saved, a, b, h)
+            ctx.scaling, ctx.keep, ctx.packed = scaling, keep, packed
             return torch.bmm(h, b.transpose(1, 2)) * scaling
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         rows, mask, a, b, h = ctx.saved_tensors
+        if ctx.packed:
+            mask = unpack_mask(mask)
         grad = grad.to(rows.dtype)
         grad_b = torch.bmm(grad.transpose(1, 2), h) * ctx.scaling  # (n, out, r)
         grad_h = torch.bmm(grad, b) * (ctx.scaling / ctx.keep)  # (n, M, r), with 1/keep
         dropped = rows if mask is None else rows * mask
         grad_a = torch.bmm(grad_h.transpose(1, 2), dropped)  # (n, r, in)
+        del dropped  # an input-sized temporary: free it before the next one
         grad_rows = None
         if ctx.needs_input_grad[0]:
             grad_rows = torch.bmm(grad_h, a)
             if mask is not None:
-                grad_rows = grad_rows * mask
+                grad_rows.mul_(mask)  # in place: no second input-sized temporary
         return grad_rows, None, grad_a, grad_b, None, None
+
+
+_BITS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A bool tensor (..., m), m a multiple of 8, as uint8 (..., m // 8): entry 8j+i is bit i of
+    byte j. The inverse is :func:`unpack_mask`."""
+    if mask.shape[-1] % 8:
+        raise ValueError(f"the last dimension must be a multiple of 8, got {mask.shape[-1]}")
+    v = mask.reshape(*mask.shape[:-1], -1, 8).to(torch.uint8)
+    out = v[..., 0].clone()
+    for i in range(1, 8):
+        out |= v[..., i] << i
+    return out
+
+
+def unpack_mask(packed: torch.Tensor) -> torch.Tensor:
+    """The bool tensor (..., 8 m) that :func:`pack_mask` packed into uint8 (..., m)."""
+    bits = torch.tensor(_BITS, dtype=torch.uint8, device=packed.device)
+    return (packed.unsqueeze(-1) & bits).bool().reshape(*packed.shape[:-1], -1)
 
 
 def encoder_linear_names(encoder: nn.Module) -> list[str]:

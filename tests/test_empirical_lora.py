@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -212,13 +214,14 @@ def test_task_heads_match_per_row_formula():
     torch.testing.assert_close(heads(x), heads(x, torch.zeros(6, dtype=torch.long)))
 
 
-def test_lora_delta_gradients_match_plain_autograd_with_the_same_mask():
+@pytest.mark.parametrize("n_in", [6, 16])  # the mask saved as bytes (6) and packed bits (16)
+def test_lora_delta_gradients_match_plain_autograd_with_the_same_mask(n_in):
     from empirical.lora import lora_delta
 
     g = torch.Generator().manual_seed(0)
-    rows = torch.randn(3, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
-    mask = torch.rand(3, 5, 6, generator=g) > 0.3
-    a = torch.randn(3, 2, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    rows = torch.randn(3, 5, n_in, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(3, 5, n_in, generator=g) > 0.3
+    a = torch.randn(3, 2, n_in, generator=g, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, 4, 2, generator=g, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
     for m in (mask, None):
@@ -231,3 +234,23 @@ def test_lora_delta_gradients_match_plain_autograd_with_the_same_mask():
         refs = torch.autograd.grad((ref * weight).sum(), (rows, a, b))
         for x, y in zip(grads, refs, strict=True):
             torch.testing.assert_close(x, y)
+
+
+@given(
+    shape=st.lists(st.integers(1, 4), min_size=0, max_size=2),
+    bytes_=st.integers(1, 5),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_pack_mask_round_trips_and_is_eight_times_smaller(shape, bytes_, seed):
+    from empirical.lora import pack_mask, unpack_mask
+
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(*shape, 8 * bytes_, generator=g) > 0.5
+    packed = pack_mask(mask)
+    assert packed.dtype == torch.uint8 and packed.shape == (*shape, bytes_)
+    assert torch.equal(unpack_mask(packed), mask)
+    # bit i of byte j is entry 8j + i
+    flat = mask.reshape(-1, 8 * bytes_)[0]
+    assert int(packed.reshape(-1, bytes_)[0, 0]) == sum(int(flat[i]) << i for i in range(8))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        pack_mask(torch.ones(3, dtype=torch.bool))
