@@ -254,3 +254,27 @@ def test_pack_mask_round_trips_and_is_eight_times_smaller(shape, bytes_, seed):
     assert int(packed.reshape(-1, bytes_)[0, 0]) == sum(int(flat[i]) << i for i in range(8))
     with pytest.raises(ValueError, match="multiple of 8"):
         pack_mask(torch.ones(3, dtype=torch.bool))
+
+
+def test_bf16_autocast_scores_and_gradients_follow_float32(tiny):
+    # --bf16: the encoder under bfloat16 autocast; the adapters' products run in the layer's
+    # input dtype. Scores and the adapters' gradients stay close to the float32 ones.
+    encoder, tokenizer, split = tiny
+    model = _lora_ml(encoder).eval()
+    batch = _batch(tokenizer, split, [0, 3, 1, 3, 4])
+    grads = []
+    for bf16 in (False, True):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            scores = model(batch)
+            loss = candidate_cross_entropy(scores, batch.labels)
+        loss.backward()
+        layer = next(m for m in model.modules() if isinstance(m, MultiTaskLoRALinear))
+        assert layer.lora_A.grad.dtype == torch.float32  # parameters and gradients stay float32
+        grads.append((scores.float().detach(), layer.lora_A.grad.clone()))
+    (s32, g32), (s16, g16) = grads
+    assert not torch.equal(s32, s16)  # autocast did run in bfloat16
+    spread = float(s32.max() - s32.min())
+    assert spread > 0 and float((s16 - s32).abs().max()) < 0.05 * spread
+    cos = torch.nn.functional.cosine_similarity(g16.flatten(), g32.flatten(), dim=0)
+    assert cos > 0.95 and torch.isfinite(g16).all()
