@@ -214,6 +214,36 @@ def test_run_dir_refuses_other_tasks_under_the_same_settings(tmp_path):
     assert (out / "tasks.json").exists()
 
 
+def _persona_file(path, personas):
+    lines = []
+    for persona, n in personas.items():
+        for e in range(n):
+            lines += [
+                f"1 your persona: i am {persona}.",
+                f"2 hi\t{path.stem} {persona} {e} one",
+                f"3 so ?\t{path.stem} {persona} {e} two",
+            ]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_cli_retrains_on_one_file_and_tests_on_another(tmp_path, capsys):
+    train = _persona_file(tmp_path / "train.txt", {"a": 6, "b": 5, "c": 4, "d": 3})
+    valid = _persona_file(tmp_path / "valid.txt", {"x": 3, "y": 5, "z": 4})
+    out = tmp_path / "run"
+    argv = ["empirical", "run", "--preset", "tiny", "--data", "convai2", "--out", str(out)]
+    argv += ["--data-path", train, "--test-data-path", valid, "--methods", "sr", "--ranks"]
+    assert main([*argv, "--no-progress"]) == 0
+    tasks = json.loads((out / "tasks.json").read_text())
+    split = R.load_split(R.RunConfig(data="convai2", data_path=train, n_retrain=3, n_test=0))
+    assert [t[0] for t in tasks["retrain"]] == [t.name for t in split.retrain]
+    test = R.load_split(R.RunConfig(data="convai2", data_path=valid, n_retrain=0, n_test=2))
+    assert [t[0] for t in tasks["test"]] == [t.name for t in test.test]
+    assert [t[1] for t in tasks["retrain"]] == [8, 6, 4] and [t[1] for t in tasks["test"]] == [6, 4]
+    results = json.loads((out / "results.json").read_text())
+    assert {r["task"] for r in results["records"]} == {t.name for t in test.test}
+
+
 class _nothing:
     def __enter__(self):
         return self
