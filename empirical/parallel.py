@@ -71,13 +71,15 @@ class Workers:
         Parameters
         ----------
         device : str
-            The run's ``--device``: ``cpu`` makes a CPU process group (gloo), ``auto`` or
-            ``cuda`` one process per GPU. ``cuda:N`` names one GPU and cannot be split.
+            The run's ``--device``: ``cpu`` makes a CPU process group (gloo), ``cuda`` one
+            process per GPU, ``auto`` the latter where CUDA is available, else the former.
+            ``cuda:N`` names one GPU and cannot be split.
 
         Raises
         ------
         ValueError
-            ``cuda:N`` with several processes.
+            ``cuda:N`` with several processes, or a process group of another size than the
+            launcher's.
         """
         if launched_world_size() == 1:
             return cls()
@@ -86,12 +88,19 @@ class Workers:
                 f"--device {device} names one device, but {launched_world_size()} processes "
                 "were launched; use --device auto (each process takes its own GPU) or cpu"
             )
+        import torch
         from accelerate import Accelerator
 
         # Every parameter takes part in every step (encoders load without their pooler; the
         # stacked adapters and heads are gathered per example), so DDP's default of no search
         # for unused parameters holds.
-        accelerator = Accelerator(cpu=device == "cpu")
+        cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+        accelerator = Accelerator(cpu=cpu)
+        if accelerator.num_processes != launched_world_size():
+            raise ValueError(
+                f"{launched_world_size()} processes were launched but accelerate formed a group "
+                f"of {accelerator.num_processes}; check the launcher's settings and --device"
+            )
         return cls(accelerator.process_index, accelerator.num_processes, accelerator)
 
     @property
