@@ -30,7 +30,6 @@ import numpy as np
 METHOD_NAMES = {
     "sr": "SR",
     "lora-ml": "LoRA-ML",
-    "last-layer-ML": "Last-layer-ML",
     "last-layer-ml": "Last-layer-ML",
     "reptile": "Reptile",
 }
@@ -155,6 +154,10 @@ def throughput(timing: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+#: The methods LoRA-ML is compared with, in this order, where a run has them.
+_BASELINES = ("sr", "last-layer-ml", "reptile")
+
+
 def build_results(
     config: dict[str, Any],
     records: list[dict[str, Any]],
@@ -180,7 +183,12 @@ def build_results(
         "versions": versions(),
         "records": records,
         "summary": summarize(records),
-        "paired": paired_comparison(records),
+        "paired": [
+            p
+            for baseline in _BASELINES
+            if baseline in {r["method"] for r in records}
+            for p in paired_comparison(records, "lora-ml", baseline)
+        ],
         "throughput": throughput(timing),
         "wall_seconds": wall_seconds,
     }
@@ -241,16 +249,18 @@ def render_markdown(results: dict[str, Any]) -> str:
     if results["paired"]:
         lines += [
             "",
-            "LoRA-ML against SR across test tasks (each task averaged over seeds):",
+            "LoRA-ML against each other retraining method across test tasks (each task averaged "
+            "over seeds; a positive difference favours LoRA-ML):",
             "",
-            "| Fine-tuning | tasks | mean difference (points) | wins / losses / ties | "
+            "| Against | Fine-tuning | tasks | mean difference (points) | wins / losses / ties | "
             "paired t (p) | sign test p |",
-            "|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|",
         ]
         for p in results["paired"]:
             t = "-" if p["t"] is None else f"{p['t']:.2f} ({_num(p['p_t'])})"
             lines.append(
-                f"| {_scheme_label(p['scheme'], p['rank'])} | {p['n_tasks']} | "
+                f"| {_method_label(p['b'], cfg)} | {_scheme_label(p['scheme'], p['rank'])} | "
+                f"{p['n_tasks']} | "
                 f"{_num(None if p['mean_diff'] is None else 100 * p['mean_diff'], '+.1f')} | "
                 f"{p['wins']} / {p['losses']} / {p['ties']} | {t} | {_num(p['p_sign'])} |"
             )

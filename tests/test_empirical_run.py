@@ -111,11 +111,17 @@ def test_tiny_preset_end_to_end_and_report_rebuilds_identically(tmp_path, capsys
             if (r["method"], r["scheme"], r["rank"]) == (row["method"], row["scheme"], row["rank"])
         ]
         assert row["mean"] == pytest.approx(np.mean(mine)) and row["stderr"] is None
-    assert {(p["scheme"], p["rank"]) for p in results["paired"]} == {("lora", 2), ("head", 0)}
+    # LoRA-ML against every other method, for every fine-tuning scheme
+    assert sorted((p["a"], p["b"], p["scheme"], p["rank"]) for p in results["paired"]) == sorted(
+        ("lora-ml", b, s, r)
+        for b in ("sr", "last-layer-ml", "reptile")
+        for s, r in (("lora", 2), ("head", 0))
+    )
     assert all(t["examples_per_s"] > 0 for t in results["throughput"])
     assert results["versions"]["torch"] == torch.__version__
     md = (out / "results.md").read_text()
     assert "| LoRA-ML-2 |" in md and "| SR |" in md and (out / "results.png").stat().st_size > 0
+    assert "| Reptile | LoRA r=2 | 2 |" in md and "| Last-layer-ML | Last layer | 2 |" in md
     (out / "results.md").unlink()
     (out / "results.png").unlink()
     capsys.readouterr()
