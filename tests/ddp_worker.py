@@ -1,8 +1,12 @@
 """Run by ``tests/test_empirical_parallel.py`` under ``torchrun --nproc_per_node 2`` on CPU.
 
-Checks that a data-parallel backward pass (:func:`empirical.run._backward` through
-:class:`empirical.parallel.Workers`) gives every process the gradient of the whole batch's mean
-loss, and writes what it measured to ``OUT/rank<r>.json`` for the test to judge.
+``ddp_worker.py gradient OUT``: checks that a data-parallel backward pass
+(:func:`empirical.run._backward` through :class:`empirical.parallel.Workers`) gives every process
+the gradient of the whole batch's mean loss, and writes what it measured to ``OUT/rank<r>.json``
+for the test to judge.
+
+``ddp_worker.py run OUT [STOP]``: runs the tiny preset's LoRA-ML (dropout on) into ``OUT``,
+stopped after ``STOP`` optimizer steps if given (a kill), for the resume test.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ def _whole_batch(reference: nn.Module, ctx: _Context, examples, task_ids) -> nn.
     return reference
 
 
-def main(out: Path) -> None:
+def gradient(out: Path) -> None:
     torch.set_num_threads(1)
     workers = Workers.from_env("cpu")
     split = load_tasks("tiny", n_retrain=3, n_test=1, n_candidates=4, seed=0)
@@ -85,5 +89,21 @@ def main(out: Path) -> None:
     workers.close()
 
 
+def run(out: Path, stop: int | None) -> None:
+    import dataclasses
+
+    from empirical.run import RunInterrupted, run_experiment
+
+    torch.set_num_threads(1)
+    cfg = dataclasses.replace(PRESETS["tiny"], methods=("lora-ml",), ranks=(), device="cpu")
+    try:
+        run_experiment(cfg, [0], out, progress=False, budget=StepBudget(stop))
+    except RunInterrupted:
+        pass
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if sys.argv[1] == "gradient":
+        gradient(Path(sys.argv[2]))
+    else:
+        run(Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else None)

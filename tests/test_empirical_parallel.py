@@ -65,7 +65,7 @@ def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_data_parallel_backward_gives_the_whole_batch_gradient(tmp_path):
-    _torchrun([str(TESTS / "ddp_worker.py"), str(tmp_path)], TESTS.parent)
+    _torchrun([str(TESTS / "ddp_worker.py"), "gradient", str(tmp_path)], TESTS.parent)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for rep in reports:
         assert rep["world"] == 2
@@ -137,6 +137,26 @@ def test_cli_under_torchrun_deals_fine_tuning_and_writes_once(tmp_path):
         )
         assert stored[job]["task"] == task.name and stored[job]["scheme"] == scheme
         assert rec["hits"] == stored[job]["hits"]
+
+
+def test_two_process_run_killed_and_resumed_ends_with_the_same_numbers(tmp_path):
+    # tiny LoRA-ML: 3 steps per retraining epoch; a kill at step 4 falls in the second epoch,
+    # after the first checkpoint, which holds both processes' RNG states (dropout is on)
+    worker = str(TESTS / "ddp_worker.py")
+    _torchrun([worker, "run", str(tmp_path / "full")], TESTS.parent)
+    _torchrun([worker, "run", str(tmp_path / "cut"), "4"], TESTS.parent)
+    ckpt = torch.load(tmp_path / "cut/seed0/retrain-lora-ml.ckpt.pt", weights_only=False)
+    assert ckpt["epoch"] == 1 and ckpt["world"] == 2 and len(ckpt["rng_ranks"]) == 2
+    assert not torch.equal(ckpt["rng_ranks"][0]["torch"], ckpt["rng_ranks"][1]["torch"])
+    assert not (tmp_path / "cut/results.json").exists()
+    _torchrun([worker, "run", str(tmp_path / "cut")], TESTS.parent)
+    a = torch.load(tmp_path / "full/seed0/base-lora-ml.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut/seed0/base-lora-ml.pt", weights_only=True)
+    assert a["steps"] == b["steps"] == 6
+    for key, value in a["encoder"].items():
+        assert torch.equal(value, b["encoder"][key]), key
+    full, cut = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("full", "cut"))
+    assert [r["hits"] for r in full["records"]] == [r["hits"] for r in cut["records"]]
 
 
 def test_resume_needs_the_same_number_of_processes(tmp_path):
