@@ -1,8 +1,9 @@
-"""Test helpers: Taylor tests (pymanopt-style) and small instance builders."""
+"""Test helpers: Taylor tests (pymanopt-style), small instance builders, small data files."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -21,3 +22,18 @@ def taylor_slope(
     keep = rem > 1e-11 * max(1.0, abs(f0))
     slope = np.polyfit(np.log(hs[keep]), np.log(rem[keep]), 1)[0]
     return float(slope), rem
+
+
+def write_persona_file(path: Path, personas: dict[str, int]) -> Path:
+    """Write a ConvAI2-style fbdialog file: ``personas[p]`` two-turn episodes of persona ``p``
+    ("i am p."), whose replies read ``"<file stem> <p> <episode> one|two"``; returns ``path``."""
+    lines = []
+    for persona, n in personas.items():
+        for e in range(n):
+            lines += [
+                f"1 your persona: i am {persona}.",
+                f"2 hi\t{path.stem} {persona} {e} one",
+                f"3 so ?\t{path.stem} {persona} {e} two",
+            ]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -36,6 +36,7 @@ from empirical.personas import (
     persona_key,
     restricted_loads,
 )
+from tests.helpers import write_persona_file
 
 # --------------------------------------------------------------------------------------------
 # The real ConvAI2 valid file (skipped where ../shared/data/convai2 is absent)
@@ -527,22 +528,9 @@ def test_load_tasks_convai2_explicit_file_exact_personas(tmp_path):
     ]
 
 
-def _persona_file(tmp_path: Path, name: str, personas: dict[str, int]) -> Path:
-    """An fbdialog file with ``n`` two-turn episodes per persona; replies name file and persona."""
-    lines = []
-    for persona, n in personas.items():
-        for e in range(n):
-            lines += [
-                f"1 your persona: i am {persona}.",
-                f"2 hi\t{name} {persona} {e} one",
-                f"3 so ?\t{name} {persona} {e} two",
-            ]
-    return _write(tmp_path, "\n".join(lines) + "\n", name=name)
-
-
 def test_load_tasks_convai2_two_files_retrain_from_one_test_from_the_other(tmp_path):
-    train = _persona_file(tmp_path, "train", {"a": 6, "b": 5, "c": 4, "d": 3})
-    valid = _persona_file(tmp_path, "valid", {"x": 3, "y": 5, "z": 4})
+    train = write_persona_file(tmp_path / "train", {"a": 6, "b": 5, "c": 4, "d": 3})
+    valid = write_persona_file(tmp_path / "valid", {"x": 3, "y": 5, "z": 4})
     split = load_tasks(
         "convai2", path=train, test_path=valid, n_retrain=3, n_test=2, n_candidates=4, seed=1
     )
@@ -563,7 +551,7 @@ def test_load_tasks_convai2_two_files_retrain_from_one_test_from_the_other(tmp_p
 
 
 def test_load_tasks_two_files_rejects_half_settings(tmp_path):
-    valid = _persona_file(tmp_path, "valid", {"x": 3, "y": 5})
+    valid = write_persona_file(tmp_path / "valid", {"x": 3, "y": 5})
     with pytest.raises(ValueError, match="test_path= needs path="):
         load_tasks("convai2", test_path=valid)
     with pytest.raises(ValueError, match="test_persona_map= needs test_path="):

@@ -19,6 +19,7 @@ from empirical import report  # noqa: E402
 from empirical import run as R  # noqa: E402
 from empirical.run import PRESETS, RunInterrupted, StepBudget, run_experiment  # noqa: E402
 from loraml.cli import main  # noqa: E402
+from tests.helpers import write_persona_file  # noqa: E402
 
 pytestmark = pytest.mark.empirical
 
@@ -220,22 +221,9 @@ def test_run_dir_refuses_other_tasks_under_the_same_settings(tmp_path):
     assert (out / "tasks.json").exists()
 
 
-def _persona_file(path, personas):
-    lines = []
-    for persona, n in personas.items():
-        for e in range(n):
-            lines += [
-                f"1 your persona: i am {persona}.",
-                f"2 hi\t{path.stem} {persona} {e} one",
-                f"3 so ?\t{path.stem} {persona} {e} two",
-            ]
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
 def test_cli_retrains_on_one_file_and_tests_on_another(tmp_path, capsys):
-    train = _persona_file(tmp_path / "train.txt", {"a": 6, "b": 5, "c": 4, "d": 3})
-    valid = _persona_file(tmp_path / "valid.txt", {"x": 3, "y": 5, "z": 4})
+    train = str(write_persona_file(tmp_path / "train.txt", {"a": 6, "b": 5, "c": 4, "d": 3}))
+    valid = str(write_persona_file(tmp_path / "valid.txt", {"x": 3, "y": 5, "z": 4}))
     out = tmp_path / "run"
     argv = ["empirical", "run", "--preset", "tiny", "--data", "convai2", "--out", str(out)]
     argv += ["--data-path", train, "--test-data-path", valid, "--methods", "sr", "--ranks"]
