@@ -301,7 +301,7 @@ def render_plot(results: dict[str, Any], path: Path) -> None:
     )
     methods = [m for m in cfg["methods"] if any(r["method"] == m for r in summary)]
     cell = {(r["method"], r["scheme"], r["rank"]): r for r in summary}
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(schemes), 3.2))
+    fig, ax = plt.subplots(figsize=(2.8 + 1.4 * len(schemes), 3.2))
     width = 0.8 / max(len(methods), 1)
     x = np.arange(len(schemes))
     for j, m in enumerate(methods):
@@ -320,7 +320,8 @@ def render_plot(results: dict[str, Any], path: Path) -> None:
     ax.set_xticks(x, [_scheme_label(*s) for s in schemes])
     ax.set_ylabel("hits@1 on unseen tasks (%)")
     ax.set_title(f"{cfg['model']} / {cfg.get('data_used', cfg['data'])}", fontsize=9)
-    ax.legend(fontsize=7)
+    # outside the axes, to the right: bars and error bars stay uncovered however many methods
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=120, metadata={"Software": None})
