@@ -13,7 +13,10 @@ encoder, adapters and heads discarded), and ``finetune-<method>.json`` after eve
 Every random draw is seeded from (seed, method, epoch) or (seed, method, scheme, rank, task), and
 the torch RNG state is restored from the checkpoint, so a run killed at any point and restarted
 with the same command ends with the same numbers as an uninterrupted one (on the same machine
-and device; timings differ).
+and device; timings differ). ``tasks.json`` records the tasks the data resolved to, and a rerun on
+other tasks is refused.
+
+Several processes (``accelerate launch`` or ``torchrun``): see :mod:`empirical.parallel`.
 """
 
 from __future__ import annotations
