@@ -680,9 +680,9 @@ def _check_config(out: Path, cfg: RunConfig, write: bool) -> None:
     """
     path = out / "config.json"
     current = cfg.to_json()
-    if path.exists():
+    stored = json.loads(path.read_text()) if path.exists() else None
+    if stored is not None:
         defaults = RunConfig().to_json()
-        stored = json.loads(path.read_text())
         diff = sorted(
             k for k in current if k not in _WHAT_TO_RUN and stored.get(k, defaults[k]) != current[k]
         )
@@ -691,7 +691,7 @@ def _check_config(out: Path, cfg: RunConfig, write: bool) -> None:
                 f"--out {out} holds a run with other settings ({', '.join(diff)}); "
                 "use another --out or the same settings to resume"
             )
-    if write and (not path.exists() or json.loads(path.read_text()) != current):
+    if write and stored != current:
         write_json(current, path)
 
 
@@ -775,10 +775,11 @@ def run_experiment(
         device = workers.device or resolve_device(cfg.device)
         split = split if split is not None else load_split(cfg)
         encoder, tokenizer = load_encoder(cfg.model, seed=0)
-        _check_tasks(out, split, resolve_source(cfg), write=False)
-        if workers.main:  # only once data and model load
+        source = resolve_source(cfg)
+        # only once data and model load; process 0 writes
+        _check_tasks(out, split, source, write=workers.main)
+        if workers.main:
             _check_config(out, cfg, write=True)
-            _check_tasks(out, split, resolve_source(cfg), write=True)
         limit = model_limit(tokenizer, encoder)
         max_length = min(cfg.max_length or limit, limit)
         del encoder
@@ -825,7 +826,7 @@ def run_experiment(
             **cfg.to_json(),
             "seeds": list(seeds),
             "max_length_used": max_length,
-            "data_used": resolve_source(cfg),
+            "data_used": source,
             "device_used": str(device),
             "tasks": {
                 "retrain": [t.name for t in split.retrain],
