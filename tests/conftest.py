@@ -33,3 +33,16 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 def rng() -> np.random.Generator:
     """A fresh, seeded generator for each test."""
     return np.random.default_rng(20241029)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test with one torch thread (steady on a shared 2-core machine, and the same
+    numbers as processes launched with OMP_NUM_THREADS=1); torch is imported only here, so the
+    theory tests never import it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

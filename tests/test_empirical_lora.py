@@ -19,16 +19,8 @@ from empirical.lora import (  # noqa: E402
 )
 from empirical.model import PairTokenizer, build_tiny, candidate_cross_entropy  # noqa: E402
 
-pytestmark = pytest.mark.empirical
+pytestmark = [pytest.mark.empirical, pytest.mark.usefixtures("one_torch_thread")]
 T = 5
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -22,17 +22,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-pytestmark = pytest.mark.empirical
+pytestmark = [pytest.mark.empirical, pytest.mark.usefixtures("one_torch_thread")]
 
 TESTS = Path(__file__).parent
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the launched processes (OMP_NUM_THREADS=1): the same numbers
-    yield
-    torch.set_num_threads(threads)
 
 
 @given(

@@ -21,15 +21,7 @@ from empirical.run import PRESETS, RunInterrupted, StepBudget, run_experiment  #
 from loraml.cli import main  # noqa: E402
 from tests.helpers import write_persona_file  # noqa: E402
 
-pytestmark = pytest.mark.empirical
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.empirical, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def test_interleaved_batches_cover_each_example_once_and_mix_tasks():
