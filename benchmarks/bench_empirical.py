@@ -42,9 +42,9 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from empirical import methods as M
-    from empirical.model import PairTokenizer, load_encoder
-    from empirical.run import RunConfig, StepBudget, _Context, _optimizer, _step, load_split
+    from loraml.empirical import methods as M
+    from loraml.empirical.model import PairTokenizer, load_encoder
+    from loraml.empirical.run import RunConfig, StepBudget, _Context, _optimizer, _step, load_split
 
     torch.set_num_threads(args.threads)
     cfg = RunConfig(

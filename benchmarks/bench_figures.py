@@ -14,7 +14,7 @@ import resource
 import tempfile
 import time
 
-from figures.generate import generate
+from loraml.figures.generate import generate
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-import theory as th
+import loraml.theory as th
 
 
 def _median_time(fn, repeats: int) -> tuple[float, object]:

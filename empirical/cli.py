@@ -91,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from empirical.run import PRESETS
+    from loraml.empirical.run import PRESETS
 
     changes = {
         field: getattr(args, flag.lstrip("-").replace("-", "_"))
@@ -128,7 +128,7 @@ def _config(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from empirical.run import DEFAULT_SEEDS, run_experiment
+    from loraml.empirical.run import DEFAULT_SEEDS, run_experiment
 
     cfg = _config(args)
     seeds = args.seeds if args.seeds is not None else list(DEFAULT_SEEDS[args.preset])
@@ -147,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
         run_experiment(cfg, seeds, out, progress=not args.no_progress)
     except (ValueError, FileNotFoundError) as err:
         raise UsageError(str(err).splitlines()[0]) from None
-    from empirical.parallel import is_main_process
+    from loraml.empirical.parallel import is_main_process
 
     if is_main_process():  # under accelerate launch, one report rather than one per process
         print(f"results: {out / 'results.md'}")
@@ -156,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from empirical.report import rebuild
+    from loraml.empirical.report import rebuild
 
     if not args.dir.is_dir():
         raise UsageError(

@@ -5,8 +5,8 @@ An :class:`Example` is a dialogue context and K candidate replies, one of them t
 ``eval_dialogues`` dialogues held out for evaluation (as the paper does); a :class:`TaskSplit`
 holds the T retraining tasks and the unseen test tasks. :func:`load_tasks` builds one from
 
-- ``"convai2"``: a ParlAI fbdialog file (:mod:`empirical.fbdialog`), tasks = personas, grouped
-  exactly or through a PAML persona map (:mod:`empirical.personas`);
+- ``"convai2"``: a ParlAI fbdialog file (:mod:`loraml.empirical.fbdialog`), tasks = personas,
+  grouped exactly or through a PAML persona map (:mod:`loraml.empirical.personas`);
 - ``"chitchat"``: the ``chitchat-dataset`` PyPI package, tasks = conversation prompts (default) or
   speakers;
 - ``"tiny"``: a small generated data set with learnable structure, for tests.
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from empirical.fbdialog import DataError, Dialogue, read_fbdialog
+from loraml.empirical.fbdialog import DataError, Dialogue, read_fbdialog
 
 __all__ = [
     "CONVAI2_ENV",
@@ -409,16 +409,16 @@ def group_by_persona(
     Parameters
     ----------
     dialogues : sequence of Dialogue
-        From :func:`empirical.fbdialog.read_fbdialog`.
+        From :func:`loraml.empirical.fbdialog.read_fbdialog`.
     persona_map : dict, optional
-        From :func:`empirical.personas.load_persona_map`. If given, a dialogue belongs to the
-        cluster of its normalised, sorted persona (:func:`empirical.personas.persona_key`);
+        From :func:`loraml.empirical.personas.load_persona_map`. If given, a dialogue belongs to the
+        cluster of its normalised, sorted persona (:func:`loraml.empirical.personas.persona_key`);
         dialogues whose persona is not in the map belong to no group. If None, dialogues are
         grouped by their exact set of persona sentences (as written).
     contractions : {"i'm", "all"}
         Which ConvAI2 contractions to expand before the map lookup
-        (:func:`empirical.personas.normalise_persona`): ``"i'm"`` as PAPER.md says (734 of the
-        valid file's 1,000 episodes match ``valid_persona_map``), ``"all"`` (all 1,000 match).
+        (:func:`loraml.empirical.personas.normalise_persona`): ``"i'm"`` as PAPER.md says (734 of
+        the valid file's 1,000 episodes match ``valid_persona_map``), ``"all"`` (all 1,000 match).
 
     Returns
     -------
@@ -431,7 +431,7 @@ def group_by_persona(
     DataError
         If a dialogue has no ``your persona:`` lines.
     """
-    from empirical.personas import persona_key
+    from loraml.empirical.personas import persona_key
 
     groups: dict[str, list[int]] = {}
     exact_names: dict[frozenset[str], str] = {}
@@ -459,7 +459,7 @@ def group_by_persona(
 def _load_convai2(
     path: str | os.PathLike | None, persona_map: str | os.PathLike | None, contractions: str
 ) -> tuple[list[Dialogue], dict[str, list[int]], dict]:
-    from empirical.personas import load_persona_map
+    from loraml.empirical.personas import load_persona_map
 
     if path is None:
         found = default_convai2_paths()

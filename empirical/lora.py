@@ -13,7 +13,7 @@ adapted model equals the base model at initialisation; A starts like peft's defa
 own task's A and B (and the shared W, b), because the gather's backward scatters into that
 task's slice alone.
 
-Fine-tuning uses peft itself (one fresh adapter, base frozen): see :mod:`empirical.methods`.
+Fine-tuning uses peft itself (one fresh adapter, base frozen): see :mod:`loraml.empirical.methods`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Retraining (on T persona tasks), all starting from the same pretrained encoder:
 
 - ``sr`` (standard retraining): the whole model with one shared head on the pooled tasks.
 - ``lora-ml``: the shared encoder jointly with one LoRA adapter per task on every
-  transformer-block Linear (:mod:`empirical.lora`) and one head per task.
+  transformer-block Linear (:mod:`loraml.empirical.lora`) and one head per task.
 - ``last-layer-ml``: the shared encoder jointly with one head per task, no adapters. The paper
   calls this baseline "per-task heads only"; we read it as the meta-learning method whose
   task-specific part is the last layer (the analogue of LoRA-ML with the adapters replaced by
@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from empirical.lora import add_multitask_lora, encoder_linear_names, strip_multitask_lora
-from empirical.model import PairScorer
+from loraml.empirical.lora import add_multitask_lora, encoder_linear_names, strip_multitask_lora
+from loraml.empirical.model import PairScorer
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -30,7 +30,7 @@ from torch import nn
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from empirical.data import Example
+    from loraml.empirical.data import Example
 
 #: The model names that do not go to ``from_pretrained`` as they are.
 BUILTIN_MODELS = ("minilm", "tiny")
@@ -267,7 +267,7 @@ class PairTokenizer:
         ValueError
             When the examples do not all have the same number of candidates.
         """
-        from empirical.data import encode_pair_texts
+        from loraml.empirical.data import encode_pair_texts
 
         ks = {len(ex.candidates) for ex in examples}
         if len(ks) != 1:
@@ -371,14 +371,14 @@ class PairScorer(nn.Module):
     Parameters
     ----------
     encoder : transformers.PreTrainedModel
-        Bare encoder; may carry multi-task LoRA layers (see :mod:`empirical.lora`).
+        Bare encoder; may carry multi-task LoRA layers (see :mod:`loraml.empirical.lora`).
     n_heads : int
         Number of heads: T for per-task heads, 1 for a shared head.
     dropout : float
         Head dropout.
     generator : torch.Generator
         Seeded generator for the head initialisation.
-    router : empirical.lora.TaskRouter or None
+    router : loraml.empirical.lora.TaskRouter or None
         Where the encoder's multi-task LoRA layers read each row's task; None without them.
     per_task_heads : bool
         Row i uses head ``task_ids[i]`` when True, head 0 otherwise.

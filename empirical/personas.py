@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from empirical.fbdialog import DataError
+from loraml.empirical.fbdialog import DataError
 
 __all__ = [
     "CONTRACTION_MODES",

@@ -4,7 +4,8 @@ One run = for each seed, each retraining method retrains the pretrained encoder 
 retraining tasks; then each retrained encoder is fine-tuned on each unseen task by each
 fine-tuning scheme (LoRA of rank r, or a fresh head only) and scored by hits@1 on the task's
 held-out dialogues. Training: AdamW, linear warm-up then linear decay, batches of 8 examples
-(8 K pairs), loss :func:`empirical.model.candidate_cross_entropy`, gradient norm clipped at 1.
+(8 K pairs), loss :func:`loraml.empirical.model.candidate_cross_entropy`, gradient norm clipped at
+1.
 
 Resumability. The run directory holds ``config.json`` (a rerun must use the same settings),
 and per seed: ``retrain-<method>.ckpt.pt`` after every retraining epoch (model, optimizer,
@@ -16,7 +17,7 @@ with the same command ends with the same numbers as an uninterrupted one (on the
 and device; timings differ). ``tasks.json`` records the tasks the data resolved to, and a rerun on
 other tasks is refused.
 
-Several processes (``accelerate launch`` or ``torchrun``): see :mod:`empirical.parallel`.
+Several processes (``accelerate launch`` or ``torchrun``): see :mod:`loraml.empirical.parallel`.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from empirical import methods as M
-from empirical.model import (
+from loraml.empirical import methods as M
+from loraml.empirical.model import (
     PairScorer,
     PairTokenizer,
     candidate_cross_entropy,
@@ -42,12 +43,12 @@ from empirical.model import (
     load_encoder,
     model_limit,
 )
-from empirical.parallel import Workers
+from loraml.empirical.parallel import Workers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from empirical.data import Example, Task, TaskSplit
+    from loraml.empirical.data import Example, Task, TaskSplit
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,14 @@ class RunConfig:
     model : str
         ``tiny``, ``minilm``, a Hugging Face id or a local directory.
     data : str
-        Source for :func:`empirical.data.load_tasks` (``convai2``, ``chitchat``, ``tiny``), or
-        ``auto``: ConvAI2's shared valid file where present, else chitchat.
+        Source for :func:`loraml.empirical.data.load_tasks` (``convai2``, ``chitchat``, ``tiny``),
+        or ``auto``: ConvAI2's shared valid file where present, else chitchat.
     data_path, persona_map : str or None
         ConvAI2 fbdialog file and PAML persona map (None: the shared ones).
     test_data_path, test_persona_map : str or None
         A second ConvAI2 file (and its map) for the unseen tasks, as the paper took them from the
         valid split and the retraining tasks from the train split (None: both from
-        ``data_path``, see :func:`empirical.data.load_tasks`).
+        ``data_path``, see :func:`loraml.empirical.data.load_tasks`).
     n_retrain, n_test, n_candidates : int
         T retraining tasks, unseen test tasks, K candidates per example.
     max_length : int or None
@@ -76,7 +77,7 @@ class RunConfig:
     eval_dialogues : int
         Last dialogues of each task held out for hits@1.
     methods : tuple of str
-        Retraining methods (:data:`empirical.methods.RETRAIN_METHODS`).
+        Retraining methods (:data:`loraml.empirical.methods.RETRAIN_METHODS`).
     ranks : tuple of int
         Fine-tuning LoRA ranks.
     head_only : bool
@@ -278,7 +279,7 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_source(cfg: RunConfig) -> str:
     """``cfg.data`` with ``auto`` resolved: ``convai2`` where the shared file is, else chitchat."""
-    from empirical.data import default_convai2_paths
+    from loraml.empirical.data import default_convai2_paths
 
     if cfg.data != "auto":
         return cfg.data
@@ -287,7 +288,7 @@ def resolve_source(cfg: RunConfig) -> str:
 
 def load_split(cfg: RunConfig) -> TaskSplit:
     """The retraining and unseen tasks of ``cfg`` (``data="auto"`` resolved)."""
-    from empirical.data import load_tasks
+    from loraml.empirical.data import load_tasks
 
     return load_tasks(
         resolve_source(cfg),
@@ -362,8 +363,8 @@ def _backward(
     """Backpropagate the mean loss of a batch; returns the mean loss.
 
     With ``data_parallel`` (retraining) the batch is a global one: this process takes its share
-    and weights its loss (:meth:`empirical.parallel.Workers.shard`); without (fine-tuning, where
-    each process runs its own jobs) the whole batch.
+    and weights its loss (:meth:`loraml.empirical.parallel.Workers.shard`); without (fine-tuning,
+    where each process runs its own jobs) the whole batch.
     """
     pairs = list(zip(examples, task_ids, strict=True))
     share, weight = ctx.workers.shard(pairs) if data_parallel else (pairs, 1.0)
@@ -537,7 +538,7 @@ def _reptile_epoch(
     epoch: int,
     ctx: _Context,
 ) -> int:
-    """One Reptile epoch (see :mod:`empirical.methods`); returns the examples processed."""
+    """One Reptile epoch (see :mod:`loraml.empirical.methods`); returns the examples processed."""
     cfg, tasks = ctx.cfg, ctx.split.retrain
     params = [p for g in outer_opt.param_groups for p in g["params"]]
     rounds = M.reptile_rounds(sizes, cfg.batch_size, cfg.reptile_inner_steps, rng)
@@ -759,9 +760,9 @@ def run_experiment(
     Returns
     -------
     dict
-        The content of ``results.json`` (see :func:`empirical.report.build_results`).
+        The content of ``results.json`` (see :func:`loraml.empirical.report.build_results`).
     """
-    from empirical import report
+    from loraml.empirical import report
 
     cfg.validate()
     if not seeds or len(set(seeds)) != len(seeds):

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from theory.io import write_npz
+from loraml.theory.io import write_npz
 
 
 def settings_key(name: str, settings: dict[str, Any], seed: int, version: str) -> str:

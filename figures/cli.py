@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{module} is not installed; install it with: pip install -e .[{extra}]"
             )
-    from figures.generate import generate
-    from figures.registry import registry
+    from loraml.figures.generate import generate
+    from loraml.figures.registry import registry
 
     specs = registry()
     if args.list:

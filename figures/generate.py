@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from figures import cache
-from figures.registry import FigureSpec, Run, RunResult, registry, run_rng
+from loraml.figures import cache
+from loraml.figures.registry import FigureSpec, Run, RunResult, registry, run_rng
 
 DEFAULT_OUT = Path("figures") / "output"
 
@@ -78,7 +78,7 @@ def generate(
     Parameters
     ----------
     names : sequence of str, optional
-        Figure names (see :func:`figures.registry.registry`); all figures when None or empty.
+        Figure names (see :func:`loraml.figures.registry.registry`); all figures when None or empty.
     quick : bool
         Quick protocol (fewer runs and steps, same code) instead of the full one.
     out : path, optional
@@ -156,7 +156,7 @@ def generate(
 
     ordered = [outcomes[n] for n in names]
     if draw:
-        from figures import plot
+        from loraml.figures import plot
 
         for o in ordered:
             spec = specs[o.name]

@@ -2,15 +2,16 @@
 
 One run = one task family and one data draw for one value of the swept parameter:
 
-1. ``A*``, ``U_t*`` and a test task's ``U*`` from :func:`theory.draw_family`; N noisy samples per
-   retraining task, n for the test task (noise standard deviation 0.01, the paper's actual value).
-2. Retraining: LoRA-ML by the paper's schedule (:func:`theory.lora_ml_paper_gd`, 3000 rounds of
-   10 adapter steps and one base step) and SR by gradient descent (:func:`theory.sr_gd`).
-3. Fine-tuning from each base with the *same* initial ``U, V`` (:func:`theory.finetune_gd`,
+1. ``A*``, ``U_t*`` and a test task's ``U*`` from :func:`loraml.theory.draw_family`; N noisy
+   samples per retraining task, n for the test task (noise standard deviation 0.01, the paper's
+   actual value).
+2. Retraining: LoRA-ML by the paper's schedule (:func:`loraml.theory.lora_ml_paper_gd`, 3000 rounds
+   of 10 adapter steps and one base step) and SR by gradient descent (:func:`loraml.theory.sr_gd`).
+3. Fine-tuning from each base with the *same* initial ``U, V`` (:func:`loraml.theory.finetune_gd`,
    step 0.005, rank k, or 3k when T = 2), recording the paper's plotted loss
    ``sum_i ||(A_test* - A - U V^T) x_i||^2`` over the n fine-tuning inputs.
 4. The closed-form asymptote: the same loss at the exact rank-r fine-tuning optimum from that base
-   (:func:`theory.finetune_closed_form`), i.e. where gradient descent is heading.
+   (:func:`loraml.theory.finetune_closed_form`), i.e. where gradient descent is heading.
 
 Difference from the released scripts: each run draws its own task family (the scripts drew one
 family for all runs and settings), so the band covers the variation across instances too.
@@ -22,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-import theory as th
-from figures.registry import FigureSpec, Run, RunResult
+import loraml.theory as th
+from loraml.figures.registry import FigureSpec, Run, RunResult
 
 # The paper's retraining schedule and fine-tuning step (PAPER.md section 3).
 PAPER = {
@@ -133,7 +134,7 @@ def _draw(param: str):
     label = {"d": "d", "T": "T", "N": "N", "n": "n", "k": "k"}[param]
 
     def draw(data: RunResult, s: dict[str, Any]):
-        from figures import plot
+        from loraml.figures import plot
 
         values = data["values"]
         fig, axes = plot.figure(ncols=len(values), width=3.0 * len(values), height=3.3)

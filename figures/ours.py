@@ -3,16 +3,18 @@
 - ``spectrum``: singular values of ``A_hat - A*`` for SR and LoRA-ML (population, T = 2, 3, 5):
   rank kT for SR (Theorem 1), at most 2k for LoRA-ML (Theorem 2), zero for T >= 3 (Theorem 3).
 - ``sr-floor-vs-T``: the *value* of SR's irreducible rank-k fine-tuning loss as T grows
-  (Corollary 1; :func:`theory.adaptation.sr_floor`), with the expected value of its upper bound
-  (:func:`theory.adaptation.sr_floor_prediction`).
+  (Corollary 1; :func:`loraml.theory.adaptation.sr_floor`), with the expected value of its upper
+  bound (:func:`loraml.theory.adaptation.sr_floor_prediction`).
 - ``rate``: fine-tuning excess risk against n from the LoRA-ML base at rank k and from SR at ranks
-  k and k(T+1) (:func:`theory.adaptation.finetune_excess_risk`), with
-  ``1/2 s^2 r(2d - r)/n`` (:func:`theory.adaptation.predicted_excess_risk`).
+  k and k(T+1) (:func:`loraml.theory.adaptation.finetune_excess_risk`), with
+  ``1/2 s^2 r(2d - r)/n`` (:func:`loraml.theory.adaptation.predicted_excess_risk`).
 - ``phase``: fraction of instances on which ``A*`` is recovered over a (T, k) grid at fixed d,
-  for LoRA-ML (:func:`theory.solve_lora_ml`), SR, and the convex relaxations
-  (:mod:`theory.convex`).
-- ``landscape-T2``: the T = 2 family of global minima (:func:`theory.landscape.t2_global_minimum`)
-  and where descent from random starts (:func:`theory.landscape.random_start`) ends, against T = 3.
+  for LoRA-ML (:func:`loraml.theory.solve_lora_ml`), SR, and the convex relaxations
+  (:mod:`loraml.theory.convex`).
+- ``landscape-T2``: the T = 2 family of global minima
+  (:func:`loraml.theory.landscape.t2_global_minimum`) and where descent from random starts
+  (:func:`loraml.theory.landscape.random_start`) ends, against
+  T = 3.
 
 All are population (infinite-sample) retraining, solved with the fast solver, so they show the
 theory's objects exactly; ``rate`` adds finite-sample fine-tuning.
@@ -24,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-import theory as th
-from figures.registry import FigureSpec, Run, RunResult
-from theory.adaptation import sr_floor, sr_floor_prediction
+import loraml.theory as th
+from loraml.figures.registry import FigureSpec, Run, RunResult
+from loraml.theory.adaptation import sr_floor, sr_floor_prediction
 
 RECOVERY_RTOL = 1e-4  # ||A_hat - A*||_F / ||A*||_F below this counts as recovering A*
 
@@ -61,7 +63,7 @@ def _spectrum_assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult
 
 
 def _spectrum_draw(data: RunResult, s: dict[str, Any]):
-    from figures import plot
+    from loraml.figures import plot
 
     Ts, k, d = data["Ts"], s["k"], s["d"]
     fig, axes = plot.figure(ncols=len(Ts), width=3.0 * len(Ts), height=3.2)
@@ -143,7 +145,7 @@ def _sr_floor_assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult
 
 
 def _sr_floor_draw(data: RunResult, s: dict[str, Any]):
-    from figures import plot
+    from loraml.figures import plot
 
     fig, ax = plot.figure(width=6.0, height=3.8)
     Ts = data["Ts"].astype(float)
@@ -195,7 +197,7 @@ def rate_run(
     rng: np.random.Generator, *, d: int, T: int, k: int, noise_std: float, ns: list[int], reps: int
 ) -> RunResult:
     """Excess risk of rank-r fine-tuning from n samples, one family, ``reps`` data draws per n."""
-    from theory.adaptation import finetune_excess_risk
+    from loraml.theory.adaptation import finetune_excess_risk
 
     fam = th.draw_family(d, T, k, rng)
     q = fam.population()
@@ -218,7 +220,7 @@ def _rate_runs(s: dict[str, Any]) -> list[Run]:
 
 
 def _rate_assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult:
-    from theory.adaptation import fit_power_law, predicted_excess_risk
+    from loraml.theory.adaptation import fit_power_law, predicted_excess_risk
 
     ns = np.array(s["ns"])
     risk = _stack(results, "risk")  # (instance, method, n, reps)
@@ -239,7 +241,7 @@ RATE_METHODS = ("LoRA-ML, rank k", "SR, rank k", "SR, rank k(T+1)")
 
 
 def _rate_draw(data: RunResult, s: dict[str, Any]):
-    from figures import plot
+    from loraml.figures import plot
 
     fig, ax = plot.figure(width=6.0, height=3.9)
     ns = data["ns"].astype(float)
@@ -299,7 +301,7 @@ def phase_run(
 
     NaN marks a method that returned no solution (a convex solver failure) or was skipped.
     """
-    from theory.convex import nuclear_relaxation, sdp_relaxation
+    from loraml.theory.convex import nuclear_relaxation, sdp_relaxation
 
     err = np.full((len(PHASE_METHODS), instances), np.nan)
     for i in range(instances):
@@ -344,7 +346,7 @@ def _phase_assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult:
 
 
 def _phase_draw(data: RunResult, s: dict[str, Any]):
-    from figures import plot
+    from loraml.figures import plot
 
     Ts, ks, frac = data["Ts"], data["ks"], data["fraction"]
     fig, axes = plot.figure(ncols=len(PHASE_METHODS), width=2.6 * len(PHASE_METHODS), height=3.2)
@@ -403,12 +405,12 @@ def landscape_run(
 ) -> RunResult:
     """One T = 2 and one T = 3 family: where LoRA-ML ends from random starts; the T = 2 family.
 
-    For each start (:func:`theory.landscape.random_start`) the fast solver runs from it; the
+    For each start (:func:`loraml.theory.landscape.random_start`) the fast solver runs from it; the
     record is the relative distance ``||A_hat - A*||_F / ||A*||_F``, the final objective and
     ``rank(A_hat - A*)``. For T = 2 (k = 1) the explicit family of global minima is traced over
     its parameter ``c in (-1, 1)``.
     """
-    from theory.landscape import random_start, t2_global_minimum
+    from loraml.theory.landscape import random_start, t2_global_minimum
 
     out: RunResult = {}
     for T in (2, 3):
@@ -440,7 +442,7 @@ def _landscape_assemble(s: dict[str, Any], results: list[RunResult]) -> RunResul
 
 
 def _landscape_draw(data: RunResult, s: dict[str, Any]):
-    from figures import plot
+    from loraml.figures import plot
 
     fig, (ax1, ax2) = plot.figure(ncols=2, width=9.0, height=3.6)
     floor = 1e-16

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from figures.linear import finetune_rank  # k, or 3k when T = 2, as in the linear sweeps
-from figures.registry import FigureSpec, Run, RunResult
+from loraml.figures.linear import finetune_rank  # k, or 3k when T = 2, as in the linear sweeps
+from loraml.figures.registry import FigureSpec, Run, RunResult
 
 PAPER = {
     "base": {"d": 10, "T": 3, "N": 1000, "n": 100, "k": 1},
@@ -163,7 +163,7 @@ def _assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult:
 
 def _draw(param: str):
     def draw(data: RunResult, s: dict[str, Any]):
-        from figures import plot
+        from loraml.figures import plot
 
         fig, ax = plot.figure(width=6.4, height=4.0)
         x = data["epochs"] + 1

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 
 # Subcommand name -> module providing ``register(subparsers)``.
 SUBCOMMANDS: dict[str, str] = {
-    "solve": "theory.cli",
-    "figures": "figures.cli",
-    "verify": "theory.verify_cli",
-    "empirical": "empirical.cli",
+    "solve": "loraml.theory.cli",
+    "figures": "loraml.figures.cli",
+    "verify": "loraml.theory.verify_cli",
+    "empirical": "loraml.empirical.cli",
 }
 
 

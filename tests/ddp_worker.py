@@ -1,8 +1,9 @@
 """Run by ``tests/test_empirical_parallel.py`` under ``torchrun --nproc_per_node 2`` on CPU.
 
 ``ddp_worker.py gradient OUT``: checks that a data-parallel backward pass
-(:func:`empirical.run._backward` through :class:`empirical.parallel.Workers`) gives every process
-the gradient of the whole batch's mean loss, and writes what it measured to ``OUT/rank<r>.json``
+(:func:`loraml.empirical.run._backward` through :class:`loraml.empirical.parallel.Workers`) gives
+every process the gradient of the whole batch's mean loss, and writes what it measured to
+``OUT/rank<r>.json``
 for the test to judge.
 
 ``ddp_worker.py run OUT [STOP]``: runs the tiny preset's LoRA-ML (dropout on) into ``OUT``,
@@ -19,12 +20,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from empirical import methods as M
-from empirical.data import load_tasks
-from empirical.lora import MultiTaskLoRALinear
-from empirical.model import PairTokenizer, candidate_cross_entropy, load_encoder
-from empirical.parallel import Workers
-from empirical.run import PRESETS, StepBudget, _backward, _Context
+from loraml.empirical import methods as M
+from loraml.empirical.data import load_tasks
+from loraml.empirical.lora import MultiTaskLoRALinear
+from loraml.empirical.model import PairTokenizer, candidate_cross_entropy, load_encoder
+from loraml.empirical.parallel import Workers
+from loraml.empirical.run import PRESETS, StepBudget, _backward, _Context
 
 
 def _errors(model: nn.Module, reference: nn.Module) -> tuple[float, float]:
@@ -92,7 +93,7 @@ def gradient(out: Path) -> None:
 def run(out: Path, stop: int | None) -> None:
     import dataclasses
 
-    from empirical.run import RunInterrupted, run_experiment
+    from loraml.empirical.run import RunInterrupted, run_experiment
 
     torch.set_num_threads(1)
     cfg = dataclasses.replace(PRESETS["tiny"], methods=("lora-ml",), ranks=(), device="cpu")

@@ -1,5 +1,5 @@
-"""The paper's statements as property tests (theory.checks), counterexamples that must make the
-checks fail, the measurements' qualitative findings, and ``loraml verify``."""
+"""The paper's statements as property tests (loraml.theory.checks), counterexamples that must make
+the checks fail, the measurements' qualitative findings, and ``loraml verify``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import theory as th
-import theory.checks as checks
+import loraml.theory as th
+import loraml.theory.checks as checks
 from loraml.cli import main
-from theory.io import save_family, write_npz
+from loraml.theory.io import save_family, write_npz
 
 SEEDS = st.integers(0, 2**32 - 1)
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-import theory as th
+import loraml.theory as th
 from loraml.cli import main
-from theory.io import save_family
+from loraml.theory.io import save_family
 
 
 @pytest.fixture

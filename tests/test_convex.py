@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import theory as th
+import loraml.theory as th
 from loraml.cli import main
-from theory.convex import default_penalty, nuclear_relaxation, sdp_relaxation
-from theory.io import save_family, write_npz
+from loraml.theory.convex import default_penalty, nuclear_relaxation, sdp_relaxation
+from loraml.theory.io import save_family, write_npz
 
 
 @given(T=st.integers(2, 5), k=st.integers(1, 2), seed=st.integers(0, 2**32 - 1))

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from empirical.data import (
+from loraml.empirical.data import (
     DataError,
     Dialogue,
     Example,
@@ -29,8 +29,8 @@ from empirical.data import (
     make_tasks,
     tiny_dialogues,
 )
-from empirical.fbdialog import read_fbdialog
-from empirical.personas import (
+from loraml.empirical.fbdialog import read_fbdialog
+from loraml.empirical.personas import (
     load_persona_map,
     normalise_persona,
     persona_key,
@@ -393,7 +393,7 @@ def test_restricted_unpickler_allows_only_numeric_numpy_scalars():
 
 def test_data_modules_import_without_torch():
     code = (
-        "import sys, empirical.data, empirical.fbdialog, empirical.personas; "
+        "import sys, loraml.empirical.data, loraml.empirical.fbdialog, loraml.empirical.personas; "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     )
     root = Path(__file__).parents[1]

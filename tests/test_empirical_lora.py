@@ -10,14 +10,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from empirical import methods as M  # noqa: E402
-from empirical.data import load_tasks  # noqa: E402
-from empirical.lora import (  # noqa: E402
+from loraml.empirical import methods as M  # noqa: E402
+from loraml.empirical.data import load_tasks  # noqa: E402
+from loraml.empirical.lora import (  # noqa: E402
     MultiTaskLoRALinear,
     TaskRouter,
     encoder_linear_names,
 )
-from empirical.model import PairTokenizer, build_tiny, candidate_cross_entropy  # noqa: E402
+from loraml.empirical.model import PairTokenizer, build_tiny, candidate_cross_entropy  # noqa: E402
 
 pytestmark = [pytest.mark.empirical, pytest.mark.usefixtures("one_torch_thread")]
 T = 5
@@ -190,7 +190,7 @@ def test_finetuning_freezes_the_base(tiny, scheme):
 
 
 def test_task_heads_match_per_row_formula():
-    from empirical.model import TaskHeads
+    from loraml.empirical.model import TaskHeads
 
     g = torch.Generator().manual_seed(0)
     heads = TaskHeads(3, 4, 0.0, g)
@@ -208,7 +208,7 @@ def test_task_heads_match_per_row_formula():
 
 @pytest.mark.parametrize("n_in", [6, 16])  # the mask saved as bytes (6) and packed bits (16)
 def test_lora_delta_gradients_match_plain_autograd_with_the_same_mask(n_in):
-    from empirical.lora import lora_delta
+    from loraml.empirical.lora import lora_delta
 
     g = torch.Generator().manual_seed(0)
     rows = torch.randn(3, 5, n_in, generator=g, dtype=torch.float64, requires_grad=True)
@@ -234,7 +234,7 @@ def test_lora_delta_gradients_match_plain_autograd_with_the_same_mask(n_in):
     seed=st.integers(0, 2**31 - 1),
 )
 def test_pack_mask_round_trips_and_is_eight_times_smaller(shape, bytes_, seed):
-    from empirical.lora import pack_mask, unpack_mask
+    from loraml.empirical.lora import pack_mask, unpack_mask
 
     g = torch.Generator().manual_seed(seed)
     mask = torch.rand(*shape, 8 * bytes_, generator=g) > 0.5

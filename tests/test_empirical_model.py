@@ -9,8 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from empirical.data import Example  # noqa: E402
-from empirical.model import (  # noqa: E402
+from loraml.empirical.data import Example  # noqa: E402
+from loraml.empirical.model import (  # noqa: E402
     PairScorer,
     PairTokenizer,
     build_tiny,
@@ -168,8 +168,8 @@ def _tiny_roberta(path):
 def test_local_roberta_directory_runs_the_experiment(tmp_path):
     import dataclasses
 
-    from empirical.lora import encoder_linear_names
-    from empirical.run import PRESETS, run_experiment
+    from loraml.empirical.lora import encoder_linear_names
+    from loraml.empirical.run import PRESETS, run_experiment
 
     _tiny_roberta(tmp_path / "roberta")
     encoder, tok = load_encoder(str(tmp_path / "roberta"))

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from empirical.parallel import Workers
+from loraml.empirical.parallel import Workers
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -69,8 +69,8 @@ def test_data_parallel_backward_gives_the_whole_batch_gradient(tmp_path):
 
 
 def test_cli_under_torchrun_deals_fine_tuning_and_writes_once(tmp_path):
-    from empirical import run as R
-    from empirical.model import PairTokenizer, load_encoder
+    from loraml.empirical import run as R
+    from loraml.empirical.model import PairTokenizer, load_encoder
 
     out = tmp_path / "run"
     done = _torchrun(
@@ -152,7 +152,7 @@ def test_two_process_run_killed_and_resumed_ends_with_the_same_numbers(tmp_path)
 
 
 def test_resume_needs_the_same_number_of_processes(tmp_path):
-    from empirical.run import PRESETS, run_experiment
+    from loraml.empirical.run import PRESETS, run_experiment
 
     seed_dir = tmp_path / "run" / "seed0"
     seed_dir.mkdir(parents=True)

@@ -14,11 +14,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from empirical import methods as M  # noqa: E402
-from empirical import report  # noqa: E402
-from empirical import run as R  # noqa: E402
-from empirical.run import PRESETS, RunInterrupted, StepBudget, run_experiment  # noqa: E402
 from loraml.cli import main  # noqa: E402
+from loraml.empirical import methods as M  # noqa: E402
+from loraml.empirical import report  # noqa: E402
+from loraml.empirical import run as R  # noqa: E402
+from loraml.empirical.run import PRESETS, RunInterrupted, StepBudget, run_experiment  # noqa: E402
 from tests.helpers import write_persona_file  # noqa: E402
 
 pytestmark = [pytest.mark.empirical, pytest.mark.usefixtures("one_torch_thread")]
@@ -78,7 +78,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path, stop_at, method):
         for key, value in a["encoder"].items():
             assert torch.equal(value, b["encoder"][key]), key
     # retraining changed the encoder (the resume comparison is not between untouched weights)
-    from empirical.model import load_encoder
+    from loraml.empirical.model import load_encoder
 
     start = load_encoder("tiny")[0].state_dict()
     assert any(not torch.equal(start[k], v) for k, v in a["encoder"].items())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import theory as th
+import loraml.theory as th
 
 
 def test_family_is_determined_by_the_seed():

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from figures import cache
-from figures.generate import generate
-from figures.registry import registry
 from loraml.cli import main
+from loraml.figures import cache
+from loraml.figures.generate import generate
+from loraml.figures.registry import registry
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("tqdm")
@@ -140,8 +140,8 @@ def test_landscape_t2_family(tmp_path):
 # ---------------------------------------------------------------------------------------------
 def test_shallow_run_is_deterministic_and_learns():
     pytest.importorskip("torch")
-    from figures.registry import run_rng
-    from figures.shallow import shallow_run
+    from loraml.figures.registry import run_rng
+    from loraml.figures.shallow import shallow_run
 
     kw = dict(d=4, T=3, N=100, n=50, k=1, noise_std=0.1, trials=2, epochs=300, epochs_ft=200,
               lr=1e-2, points=20)  # fmt: skip
@@ -212,7 +212,7 @@ def test_cache_hit_redraws_only(tmp_path):
 
 
 def test_interrupted_run_resumes_from_finished_runs(tmp_path, monkeypatch):
-    import figures.generate as gen
+    import loraml.figures.generate as gen
 
     full = _make("spectrum", tmp_path / "a", **TINY)
     spec = registry()["spectrum"]

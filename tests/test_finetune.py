@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import theory as th
+import loraml.theory as th
 
 
 def _candidates(rng, U, V, n=20, eps=1e-3):

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import theory as th
-from theory.landscape import (
+import loraml.theory as th
+from loraml.theory.landscape import (
     classify_point,
     hessian_extreme_eigenvalues,
     hessian_operator,
@@ -20,7 +20,7 @@ from theory.landscape import (
     t2_global_minimum,
     zero_adapter_point,
 )
-from theory.objectives import lora_ml_grad_norm
+from loraml.theory.objectives import lora_ml_grad_norm
 
 
 def _C(rng, k, radius):

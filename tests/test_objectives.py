@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import theory as th
+import loraml.theory as th
 from tests.helpers import taylor_slope
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-import theory as th
+import loraml.theory as th
 
 
 def _data_problem(fam, N, noise_std, rng):

@@ -1,14 +1,15 @@
 """The linear low-rank setting of Block et al., "Meta-Learning Adaptable Foundation Models".
 
 Task t has ground truth ``A_t* = A* + U_t* U_t*^T``. This package holds the task families and their
-data (:mod:`theory.family`), the losses as per-task quadratics (:mod:`theory.objectives`), standard
-retraining and LoRA-ML retraining (:mod:`theory.retraining`), LoRA fine-tuning
-(:mod:`theory.finetune`) and symmetry-aware distances (:mod:`theory.metrics`).
+data (:mod:`loraml.theory.family`), the losses as per-task quadratics
+(:mod:`loraml.theory.objectives`), standard retraining and LoRA-ML retraining
+(:mod:`loraml.theory.retraining`), LoRA fine-tuning
+(:mod:`loraml.theory.finetune`) and symmetry-aware distances (:mod:`loraml.theory.metrics`).
 
 Conventions: noise is a standard deviation; finite-sample losses are per-sample means.
 """
 
-from theory.family import (
+from loraml.theory.family import (
     Genericity,
     TaskFamily,
     draw_family,
@@ -16,9 +17,9 @@ from theory.family import (
     sample_family_data,
     sample_task_data,
 )
-from theory.finetune import FineTuneResult, finetune_closed_form, finetune_gd
-from theory.metrics import BaseError, adapter_errors, base_error, procrustes_distance
-from theory.objectives import (
+from loraml.theory.finetune import FineTuneResult, finetune_closed_form, finetune_gd
+from loraml.theory.metrics import BaseError, adapter_errors, base_error, procrustes_distance
+from loraml.theory.objectives import (
     Quadratics,
     adapted,
     excess_loss,
@@ -27,7 +28,7 @@ from theory.objectives import (
     lora_ml_loss,
     sample_loss,
 )
-from theory.retraining import (
+from loraml.theory.retraining import (
     GDResult,
     LoraMLResult,
     lora_ml_paper_gd,

@@ -1,8 +1,8 @@
 """Fine-tuning after retraining: excess risk from n samples, its predicted rate, and SR's floor.
 
 After retraining gives a base ``A``, the unseen task ``A_{T+1}*`` is fitted with a rank-r LoRA
-adapter from n noisy samples (reduced-rank regression, :func:`theory.finetune_closed_form`). Two
-quantities describe how well that works:
+adapter from n noisy samples (reduced-rank regression, :func:`loraml.theory.finetune_closed_form`).
+Two quantities describe how well that works:
 
 - the **variance** of the fit: from the LoRA-ML base (``A_hat = A*``, residual of rank k) the excess
   risk ``1/2 ||A + U V^T - A_{T+1}*||_F^2`` is about ``1/2 s^2 k (2d - k) / n`` (v2's adaptation
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory.family import sample_task_data
-from theory.finetune import finetune_closed_form
-from theory.objectives import Quadratics, excess_loss
-from theory.retraining import sr_closed_form
+from loraml.theory.family import sample_task_data
+from loraml.theory.finetune import finetune_closed_form
+from loraml.theory.objectives import Quadratics, excess_loss
+from loraml.theory.retraining import sr_closed_form
 
 
 def finetune_excess_risk(
@@ -42,7 +42,7 @@ def finetune_excess_risk(
     For each repetition: draw n fresh samples of the task (``x ~ N(0, I)``,
     ``y = target x + eps``, ``eps ~ N(0, noise_std^2 I)``), fit the exact rank-r adapter
     ``U V^T = argmin 1/(2n) ||Y - (A_base + U V^T) X||_F^2`` (reduced-rank regression,
-    :func:`theory.finetune_closed_form`), and return ``1/2 ||A_base + U V^T - target||_F^2``.
+    :func:`loraml.theory.finetune_closed_form`), and return ``1/2 ||A_base + U V^T - target||_F^2``.
 
     Parameters
     ----------
@@ -98,7 +98,7 @@ def sr_floor(targets: np.ndarray, test_target: np.ndarray, r: int) -> float:
 
     ``A_SR = mean_t A_t*`` is population standard retraining (Theorem 1); the value is the loss of
     the best rank-r fine-tuning from it with infinite data (Eckart-Young), computed by
-    :func:`theory.finetune_closed_form` on the test task's population loss.
+    :func:`loraml.theory.finetune_closed_form` on the test task's population loss.
 
     Parameters
     ----------
@@ -121,8 +121,8 @@ def sr_floor_prediction(d: int, k: int, T: int | np.ndarray) -> np.ndarray:
     r"""Predicted SR floor against T: the expected upper bound ``1/2 ||A_SR - A*||_F^2``.
 
     Derived here, not a result of the paper (Corollary 1 only says the floor is positive for
-    ``r < k(T+1)``); the ``sr-floor-vs-T`` figure (:mod:`figures.ours`) checks it against
-    :func:`sr_floor` on random Gaussian families (:func:`theory.draw_family`).
+    ``r < k(T+1)``); the ``sr-floor-vs-T`` figure (:mod:`loraml.figures.ours`) checks it against
+    :func:`sr_floor` on random Gaussian families (:func:`loraml.theory.draw_family`).
 
     Rank-k fine-tuning can at least remove the test task's own perturbation
     ``U_{T+1}* U_{T+1}*^T`` (rank k), so

@@ -2,8 +2,8 @@
 
 Each ``check_*`` function returns a :class:`CheckResult`: the statement, how many instances were
 tried, whether it held on all of them (``None`` for measurements), the worst margin, the wall time
-and the measured numbers. ``loraml verify`` runs them (:mod:`theory.verify_cli`); the test suite
-holds the same statements as property tests.
+and the measured numbers. ``loraml verify`` runs them (:mod:`loraml.theory.verify_cli`); the test
+suite holds the same statements as property tests.
 
 Margins are in **decades**: for a claim "x is zero" checked as ``x <= threshold`` the margin is
 ``log10(threshold / x)``; for "x is nonzero" checked as ``x >= threshold`` it is
@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from theory.adaptation import (
+from loraml.theory.adaptation import (
     finetune_excess_risk,
     fit_power_law,
     predicted_excess_risk,
     sr_floor,
 )
-from theory.family import TaskFamily, draw_family, sample_family_data
-from theory.finetune import finetune_closed_form
-from theory.landscape import (
+from loraml.theory.family import TaskFamily, draw_family, sample_family_data
+from loraml.theory.finetune import finetune_closed_form
+from loraml.theory.landscape import (
     classify_point,
     hessian_extreme_eigenvalues,
     hessian_operator,
@@ -44,9 +44,9 @@ from theory.landscape import (
     t2_global_minimum,
     zero_adapter_point,
 )
-from theory.metrics import adapter_errors, base_error
-from theory.objectives import Quadratics, lora_ml_grad_norm, lora_ml_loss
-from theory.retraining import solve_lora_ml, sr_closed_form
+from loraml.theory.metrics import adapter_errors, base_error
+from loraml.theory.objectives import Quadratics, lora_ml_grad_norm, lora_ml_loss
+from loraml.theory.retraining import solve_lora_ml, sr_closed_form
 
 _TINY = 1e-300
 
@@ -296,7 +296,7 @@ def check_corollary1(
     r"""Corollary 1: rank-r fine-tuning from SR leaves ``1/2 sum_{i>r} sigma_i^2(A_{T+1}* - A_SR)``.
 
     Claims per instance (relative to ``L0 = 1/2 ||A_{T+1}* - A_SR||_F^2``): the closed-form
-    fine-tuning loss (:func:`theory.adaptation.sr_floor`) equals the Eckart-Young tail within
+    fine-tuning loss (:func:`loraml.theory.adaptation.sr_floor`) equals the Eckart-Young tail within
     ``1e-10 L0`` for every r; it is ``>= 1e-18 L0`` at ``r = k(T+1) - 1`` (hence for every
     ``r < k(T+1)``, the tail being monotone), and ``<= 1e-24 L0`` at ``r = k(T+1)`` (double
     precision leaves ~1e-30 there; near-degenerate instances have ~1e-14 at ``k(T+1) - 1``).
@@ -367,10 +367,10 @@ def check_theorem2(
 ) -> CheckResult:
     r"""Theorem 2: every zero-loss LoRA-ML minimiser has ``rank(A_hat - A*) <= 2k``.
 
-    Per instance (T in 2..3): zero-loss points found by :func:`theory.solve_lora_ml` from
+    Per instance (T in 2..3): zero-loss points found by :func:`loraml.theory.solve_lora_ml` from
     ``starts`` random starts satisfy ``sigma_{2k+1}(A_hat - A*) <= rank_rtol sigma_1(A*)``, and
     rank-3k fine-tuning from them reaches ``<= 1e-16 L0`` on the test task.
-    For T = 2 the explicit continuous family (:func:`theory.landscape.t2_global_minimum`) is
+    For T = 2 the explicit continuous family (:func:`loraml.theory.landscape.t2_global_minimum`) is
     built at three random ``C`` with ``||C||_2 in {0.3, 0.6, 0.9}``: each has loss
     ``<= 1e-20 F(0, 0)`` and ``rank(A_hat - A*) = 2k`` exactly (``sigma_{2k} >= 1e-6
     sigma_1(A*)``, ``sigma_{2k+1} <= 1e-10 sigma_1(A*)``); the members are distinct
@@ -519,10 +519,12 @@ def check_spurious(
     r"""Measurement: how often local search on the T >= 3 landscape ends at a spurious minimum.
 
     Per instance (T in 3..4, k in 1..2, ``d = k(T+1)``, tight): ``starts`` L-BFGS runs
-    (:func:`theory.landscape.search_stationary_points`) and ``gd_starts`` plain gradient-descent
-    runs (:func:`theory.landscape.perturbed_gd` without kicks, 5000 steps; a run still moving is
-    finished by L-BFGS, :func:`theory.landscape.polish`, and counted as ``polished``), each end
-    point classified by its loss and Hessian (global, saddle, spurious local minimum,
+    (:func:`loraml.theory.landscape.search_stationary_points`) and ``gd_starts`` plain
+    gradient-descent runs (:func:`loraml.theory.landscape.perturbed_gd` without kicks, 5000 steps; a
+    run still
+    moving is finished by L-BFGS, :func:`loraml.theory.landscape.polish`, and counted as
+    ``polished``), each
+    end point classified by its loss and Hessian (global, saddle, spurious local minimum,
     unconverged). Instances alternate
     between the task-scale spreads in ``spreads``: ``U_t*`` is multiplied by
     ``exp(spread * N(0, 1))`` (0 is the paper's setting, equal scales in distribution).
@@ -629,8 +631,9 @@ def check_theorem4(
       random starts and from the saddle itself reaches ``F <= 1e-12 F(0, 0)``; near degenerate
       T = 2 minima it converges sublinearly, so a run that stops above that must show no
       substantial negative curvature where it stopped (``lambda_min >= -1e-3 lambda_max``; the
-      saddles met have ratios near -1) and be finished by L-BFGS (:func:`theory.landscape.polish`)
-      to ``F <= 1e-12 F(0, 0)``: it ended in the basin of a global minimum (counted as
+      saddles met have ratios near -1) and be finished by L-BFGS
+      (:func:`loraml.theory.landscape.polish`) to ``F <= 1e-12 F(0, 0)``: it ended in the basin of a
+      global minimum (counted as
       ``pgd_slow_runs_polished``; the relative distance L-BFGS moved, which can be large along the
       flat family of T = 2 minima, is reported).
     """
@@ -714,7 +717,7 @@ def check_rate(
     The statement presumes that retraining recovered ``A*`` (Theorem 3: T >= 3, generic); with
     T <= 2 the LoRA-ML base carries a bias and the risk does not vanish.
 
-    Per instance: LoRA-ML population retraining (:func:`theory.solve_lora_ml`), then rank-k
+    Per instance: LoRA-ML population retraining (:func:`loraml.theory.solve_lora_ml`), then rank-k
     finite-sample fine-tuning on n fresh samples of the test task, averaged over ``reps``
     draws, for each n in ``ns``. Claim: the fitted exponent of ``risk ~ c n^slope`` is in
     ``[-1.25, -0.75]`` (margin: ``log10(0.25 / |slope + 1|)``). Measured: the ratio of the
@@ -844,7 +847,7 @@ def check_convex(
     ``A*`` is feasible for both, so the nuclear objective must be ``<= sum_t ||P_t||_*`` and the
     SDP's trace ``>= tr(A*)`` (each within ``1e-6`` relative). It is not a claim of the paper.
     """
-    from theory.convex import nuclear_relaxation, sdp_relaxation
+    from loraml.theory.convex import nuclear_relaxation, sdp_relaxation
 
     start = time.perf_counter()
     tally = _Tally()
@@ -916,7 +919,7 @@ def check_beyond(rng: np.random.Generator, *, reps: int = 3) -> CheckResult:
     (``F <= 1e-20 F(0, 0)``: a zero-loss point that is not A* means the minimiser is not unique),
     and the median loss of rank-k fine-tuning on a fresh test task from the same family, relative
     to ``1/2 ||A_test* - A_hat||_F^2``. Asymmetric adapters are also solved from 5 random starts
-    (:func:`theory.landscape.random_start` scale) and the best run's recovery is reported.
+    (:func:`loraml.theory.landscape.random_start` scale) and the best run's recovery is reported.
     """
     start = time.perf_counter()
     settings = {
@@ -984,9 +987,10 @@ def check_instance_recovery(
     r"""Measurement on one instance: every retraining method, and the landscape from random starts.
 
     Runs SR, LoRA-ML (symmetric and asymmetric adapters), the nuclear-norm and SDP relaxations
-    (penalised analogues on finite-sample losses, :mod:`theory.convex`) and ``starts`` random-start
-    LoRA-ML runs classified by :func:`theory.landscape.search_stationary_points`. Reports each
-    method's objective and, when ``A_star`` is known, ``||A_hat - A*||_F / ||A*||_F``.
+    (penalised analogues on finite-sample losses, :mod:`loraml.theory.convex`) and ``starts``
+    random-start LoRA-ML runs classified by
+    :func:`loraml.theory.landscape.search_stationary_points`. Reports
+    each method's objective and, when ``A_star`` is known, ``||A_hat - A*||_F / ||A*||_F``.
     """
     start = time.perf_counter()
     bases = {
@@ -996,7 +1000,7 @@ def check_instance_recovery(
     }
     status = {}
     if convex:
-        from theory.convex import nuclear_relaxation, sdp_relaxation
+        from loraml.theory.convex import nuclear_relaxation, sdp_relaxation
 
         for name, fn in (("nuclear", nuclear_relaxation), ("sdp", sdp_relaxation)):
             try:

@@ -1,7 +1,8 @@
 """``loraml solve``: run a retraining method on an instance file (population or data).
 
 Methods are entries of :data:`METHODS`; a new method is a function
-``(instance, k, rng) -> Solution`` added there (see ``theory.convex`` for the convex relaxations).
+``(instance, k, rng) -> Solution`` added there (see ``loraml.theory.convex`` for the convex
+relaxations).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from theory.io import Instance, InstanceError, load_instance, write_npz
-from theory.metrics import adapter_errors, base_error
-from theory.objectives import lora_ml_loss
-from theory.retraining import lora_ml_paper_gd, solve_lora_ml, sr_closed_form
+from loraml.theory.io import Instance, InstanceError, load_instance, write_npz
+from loraml.theory.metrics import adapter_errors, base_error
+from loraml.theory.objectives import lora_ml_loss
+from loraml.theory.retraining import lora_ml_paper_gd, solve_lora_ml, sr_closed_form
 
 
 @dataclass
@@ -74,10 +75,10 @@ def _lora_ml_gd(inst: Instance, k: int | None, rng: np.random.Generator) -> Solu
 
 
 def _convex(relaxation: str) -> Callable[[Instance, int | None, np.random.Generator], Solution]:
-    """Wrap a relaxation of :mod:`theory.convex` (no rank needed; cvxpy imported on use)."""
+    """Wrap a relaxation of :mod:`loraml.theory.convex` (no rank needed; cvxpy imported on use)."""
 
     def method(inst: Instance, k: int | None, rng: np.random.Generator) -> Solution:
-        from theory import convex
+        from loraml.theory import convex
 
         try:
             res = getattr(convex, relaxation)(inst.q)

@@ -17,7 +17,7 @@ nuclear norm (its trace for the PSD deviations of the SDP)::
     nuclear:  min_{A, D_t}       sum_t f_t(A + D_t) + lambda sum_t ||D_t||_*
     SDP:      min_{A, P_t >= 0}  sum_t f_t(A + P_t) + lambda sum_t tr(P_t)
 
-with ``f_t`` the per-sample-mean losses of :class:`~theory.objectives.Quadratics`. As
+with ``f_t`` the per-sample-mean losses of :class:`~loraml.theory.objectives.Quadratics`. As
 ``lambda -> 0`` on noise-free data these tend to the population problems. Solvers: Clarabel up to
 30 x 30 and SCS beyond (the project's rule), unless ``solver`` says otherwise. cvxpy is imported
 inside the functions (it is slow to import).
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory.linalg import psd_sqrt, sym
-from theory.objectives import Quadratics
+from loraml.theory.linalg import psd_sqrt, sym
+from loraml.theory.objectives import Quadratics
 
 #: Largest d solved with Clarabel by default; SCS beyond (project rule: SCS beyond 30 x 30).
 CLARABEL_MAX_D = 30

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory.objectives import Quadratics
+from loraml.theory.objectives import Quadratics
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory.linalg import low_rank_factors, psd_sqrt
-from theory.objectives import Quadratics
+from loraml.theory.linalg import low_rank_factors, psd_sqrt
+from loraml.theory.objectives import Quadratics
 
 
 def _single(q: Quadratics) -> Quadratics:

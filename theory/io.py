@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from theory.family import TaskFamily
-from theory.objectives import Quadratics
+from loraml.theory.family import TaskFamily
+from loraml.theory.objectives import Quadratics
 
 
 class InstanceError(ValueError):

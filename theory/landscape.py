@@ -5,7 +5,7 @@
 - the explicit continuous family of global minima for T = 2 (Theorems 2 and 4),
   :func:`t2_global_minimum`;
 - the smallest eigenvalue of the Hessian from Hessian-vector products
-  (:func:`theory.lora_ml_hvp`) with Lanczos (``scipy.sparse.linalg.eigsh``),
+  (:func:`loraml.theory.lora_ml_hvp`) with Lanczos (``scipy.sparse.linalg.eigsh``),
   :func:`hessian_extreme_eigenvalues`;
 - the stationary point with zero adapters (a strict saddle for T = 2), :func:`zero_adapter_point`;
 - perturbed gradient descent (Jin et al. 2017 style) from random starts, :func:`perturbed_gd`;
@@ -26,15 +26,15 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse.linalg as spla
 
-from theory.linalg import psd_factor
-from theory.objectives import (
+from loraml.theory.linalg import psd_factor
+from loraml.theory.objectives import (
     Quadratics,
     lora_ml_grad,
     lora_ml_grad_norm,
     lora_ml_hvp,
     lora_ml_loss,
 )
-from theory.retraining import solve_lora_ml, sr_closed_form
+from loraml.theory.retraining import solve_lora_ml, sr_closed_form
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def hessian_operator(q: Quadratics, A: np.ndarray, U: np.ndarray) -> spla.Linear
     """The Hessian of ``F(A, U)`` at ``(A, U)`` as a symmetric ``LinearOperator``.
 
     Acts on the flattened vector ``[vec(dA), vec(dU)]`` of length ``d_out d + T d k`` through
-    :func:`theory.lora_ml_hvp`.
+    :func:`loraml.theory.lora_ml_hvp`.
     """
     nA, shapeA = A.size, A.shape
 
@@ -138,7 +138,7 @@ def hessian_extreme_eigenvalues(
 
     A point is a strict saddle when ``lambda_min < 0`` (Theorem 4's dichotomy for T = 2: every
     stationary point is a global minimum or has such a direction). The Hessian is never formed
-    from formulas: it is applied through :func:`theory.lora_ml_hvp`.
+    from formulas: it is applied through :func:`loraml.theory.lora_ml_hvp`.
 
     Parameters
     ----------
@@ -352,7 +352,7 @@ def polish(
 
     Gradient descent converges sublinearly near degenerate minima (T = 2 has a continuous family
     of them), so a run that stopped at ``F = 1e-8 F(0, 0)`` may still be heading to a global
-    minimum. This runs :func:`theory.solve_lora_ml` from ``(A, U)`` and returns the polished
+    minimum. This runs :func:`loraml.theory.solve_lora_ml` from ``(A, U)`` and returns the polished
     point and the relative distance
     ``sqrt(||dA||^2 + sum_t ||d(U_t U_t^T)||^2) / sqrt(||A||^2 + sum_t ||U_t U_t^T||^2)``
     (invariant under ``U_t -> U_t Q_t``).
@@ -453,7 +453,7 @@ def search_stationary_points(
 ) -> list[StationaryPoint]:
     r"""Search for spurious minima: run the solver from random starts, classify where it stops.
 
-    Each start (:func:`random_start`) is handed to :func:`theory.solve_lora_ml` with ``init``
+    Each start (:func:`random_start`) is handed to :func:`loraml.theory.solve_lora_ml` with ``init``
     (L-BFGS on the variable-projected objective, no spectral start), and the end point is
     classified by :func:`classify_point` against ``global_value``: 0 for a population instance
     whose perturbations are rank-k PSD (Theorem 3 setting); by default the smallest value found by

@@ -1,7 +1,7 @@
 """Retraining on T tasks: standard retraining (SR) and the meta-learning objective (LoRA-ML).
 
-Each solver takes a :class:`~theory.objectives.Quadratics` (population or finite-sample losses) so
-that the same code serves the infinite-sample theory and the finite-sample experiments.
+Each solver takes a :class:`~loraml.theory.objectives.Quadratics` (population or finite-sample
+losses) so that the same code serves the infinite-sample theory and the finite-sample experiments.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.optimize as sopt
 
-from theory.linalg import low_rank_factors, psd_factor, sym, union_range
-from theory.objectives import (
+from loraml.theory.linalg import low_rank_factors, psd_factor, sym, union_range
+from loraml.theory.objectives import (
     Quadratics,
     adapted,
     lora_ml_grad,
@@ -270,7 +270,7 @@ def solve_lora_ml(
         min_{A, U_1..U_T}  F(A, U) = sum_t f_t(A + U_t U_t^T)      (or U_t V_t^T if asymmetric)
 
     for population or finite-sample task losses ``f_t``
-    (see :class:`~theory.objectives.Quadratics`).
+    (see :class:`~loraml.theory.objectives.Quadratics`).
 
     Method
     ------
@@ -291,7 +291,7 @@ def solve_lora_ml(
     per task of ``m x m`` matrices are ever computed.
 
     Symmetry: ``U_t`` is identified only up to ``U_t Q_t`` with ``Q_t`` orthogonal; compare
-    ``U_t U_t^T`` or use :func:`theory.metrics.procrustes_distance`.
+    ``U_t U_t^T`` or use :func:`loraml.theory.metrics.procrustes_distance`.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """``loraml verify``: check every statement of the paper on random instances, or on your own.
 
-Runs the checks of :mod:`theory.checks` and prints a table (statement, instances, held, worst
+Runs the checks of :mod:`loraml.theory.checks` and prints a table (statement, instances, held, worst
 margin in decades, seconds) followed by the measured numbers, or one JSON object (``--json``)
 keyed ``theorem1``, ``corollary1``, ``theorem2``, ``theorem3``, ``theorem4``, ``rate``,
 ``convex``, ``spurious``, ``retraining``, ``beyond`` (``instance`` with ``--instance``).
@@ -15,7 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
-#: Check key -> (function name in theory.checks, quick keyword arguments, full keyword arguments).
+#: Check key -> (function name in loraml.theory.checks, quick keyword arguments, full keyword
+#: arguments).
 #: ``--instances N`` overrides the count argument named in COUNT_ARG.
 PROFILES: dict[str, tuple[str, dict, dict]] = {
     "theorem1": ("check_theorem1", {"instances": 20}, {"instances": 200}),
@@ -87,7 +88,7 @@ def run_random(keys: list[str], seed: int, quick: bool, instances: int | None) -
     """Run the selected checks on random instances; each check has its own seeded generator."""
     import numpy as np
 
-    from theory import checks
+    from loraml.theory import checks
 
     seeds = np.random.SeedSequence(seed).spawn(len(PROFILES))
     results = []
@@ -106,8 +107,8 @@ def run_instance(inst, seed: int, quick: bool) -> tuple[list, list[str]]:
     """Run the checks that apply to a user's instance; return results and notes on the others."""
     import numpy as np
 
-    from theory import checks
-    from theory.family import TaskFamily
+    from loraml.theory import checks
+    from loraml.theory.family import TaskFamily
 
     rng = np.random.default_rng(seed)
     starts = 3 if quick else 10
@@ -253,7 +254,7 @@ def _one_blas_thread():
 
 def _run(args: argparse.Namespace) -> int:
     from loraml.cli import UsageError
-    from theory.io import InstanceError, load_instance, write_npz
+    from loraml.theory.io import InstanceError, load_instance, write_npz
 
     if args.instances is not None and args.instances < 1:
         raise UsageError(f"--instances must be >= 1, got {args.instances}")
