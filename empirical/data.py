@@ -417,7 +417,7 @@ def group_by_persona(
         grouped by their exact set of persona sentences (as written).
     contractions : {"i'm", "all"}
         Which ConvAI2 contractions to expand before the map lookup
-        (:func:`loraml.empirical.personas.normalise_persona`): ``"i'm"`` as PAPER.md says (734 of
+        (:func:`loraml.empirical.personas.normalise_persona`): ``"i'm"`` (the maps' own rule; 734 of
         the valid file's 1,000 episodes match ``valid_persona_map``), ``"all"`` (all 1,000 match).
 
     Returns
@@ -708,7 +708,7 @@ def load_tasks(
         Cap on each task's training examples (the first ones); held-out examples are not capped.
     persona_contractions : {"i'm", "all"}
         ConvAI2 with a persona map: the contractions expanded before the lookup (see
-        :func:`group_by_persona`). The default follows PAPER.md (99 clusters, 734 episodes of the
+        :func:`group_by_persona`). Default: the maps' own rule (99 clusters, 734 episodes of the
         valid file); ``"all"`` places all 1,000 episodes (100 clusters).
     test_path, test_persona_map : path-like, optional
         ``"convai2"`` only: take the unseen test tasks from this second fbdialog file (grouped

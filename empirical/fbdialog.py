@@ -1,6 +1,6 @@
 """Dialogues, and a strict reader for ParlAI "fbdialog" text (ConvAI2 / Persona-Chat files).
 
-The format (PAPER.md section 6): one record per line, ``N text``, where ``N`` counts up from 1
+The format (ParlAI fbdialog): one record per line, ``N text``, where ``N`` counts up from 1
 within an episode and restarts at 1 for the next episode. Persona lines come first::
 
     1 your persona: i read twenty books a year.

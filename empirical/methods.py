@@ -1,4 +1,4 @@
-"""Retraining methods and fine-tuning schemes of the language experiment (PAPER.md section 3).
+"""Retraining methods and fine-tuning schemes of the language experiment (arXiv 2410.22264).
 
 Retraining (on T persona tasks), all starting from the same pretrained encoder:
 

@@ -107,7 +107,7 @@ def normalise_persona(sentence: str, *, contractions: str = "i'm") -> str:
     sentence : str
         A persona sentence as ConvAI2 writes it (without the ``your persona:`` prefix).
     contractions : {"i'm", "all"}
-        ``"i'm"`` (default, PAPER.md section 6): only ``i'm`` is expanded; 734 of the 1,000
+        ``"i'm"`` (default, the PAML maps' spelling): only ``i'm`` is expanded; 734 of the 1,000
         episodes of the ConvAI2 valid file then match ``valid_persona_map``. ``"all"``: also
         ``i've``, ``i'll``, ``they're``, ``don't`` and the other ``n't`` forms (the maps hold no
         apostrophes at all); then all 1,000 episodes match, in 100 clusters.

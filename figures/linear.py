@@ -1,4 +1,4 @@
-"""The paper's linear sweeps: vary-d, vary-T, vary-N, vary-n, vary-k (PAPER.md section 3).
+"""The paper's linear sweeps: vary-d, vary-T, vary-N, vary-n, vary-k (arXiv 2410.22264 v1).
 
 One run = one task family and one data draw for one value of the swept parameter:
 
@@ -26,7 +26,7 @@ import numpy as np
 import loraml.theory as th
 from loraml.figures.registry import FigureSpec, Run, RunResult
 
-# The paper's retraining schedule and fine-tuning step (PAPER.md section 3).
+# The paper's retraining schedule and fine-tuning step (arXiv 2410.22264 v1, released script).
 PAPER = {
     "base": {"d": 10, "T": 3, "N": 5000, "n": 100, "k": 1},
     "noise_std": 0.01,

@@ -1,4 +1,4 @@
-"""Our own figures, answering what the paper left open (PAPER.md section 5).
+"""Our own figures, answering what the paper (arXiv 2410.22264) left open (its reviews).
 
 - ``spectrum``: singular values of ``A_hat - A*`` for SR and LoRA-ML (population, T = 2, 3, 5):
   rank kT for SR (Theorem 1), at most 2k for LoRA-ML (Theorem 2), zero for T >= 3 (Theorem 3).

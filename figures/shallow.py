@@ -1,6 +1,6 @@
 """The paper's shallow-network sweeps (v2): shallow-vary-d and shallow-vary-T (torch, CPU).
 
-Model (PAPER.md section 3, "Shallow network"): ``y = c^T sigmoid(W_t x) + eps`` with
+Model (arXiv 2410.22264 v2, shallow network): ``y = c^T sigmoid(W_t x) + eps`` with
 ``W_t = A* + U_t* U_t*^T`` (A* Gaussian, not symmetrised), ``c ~ N(0, I)``, ``eps ~ N(0, 0.1^2)``,
 N retraining samples per task and n fine-tuning samples of an unseen task.
 

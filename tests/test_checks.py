@@ -76,7 +76,7 @@ def test_corollary1_check_fails_when_the_test_task_repeats_a_retraining_task(rng
 
 
 def test_sr_floor_value_falls_with_the_number_of_tasks(rng):
-    """Derived (PAPER.md): rank alone says little; the value of SR's rank-k floor shrinks with T."""
+    """Derived (arXiv 2410.22264 Cor. 1): the value of SR's rank-k floor shrinks with T."""
     res = checks.check_corollary1(rng, instances=0, T_values=(1, 11), reps_for_T=12)
     by_T = res.numbers["floor_rank_k_by_T"]
     assert by_T[11]["mean"] < 0.5 * by_T[1]["mean"]

@@ -75,7 +75,7 @@ def test_real_file_counts(convai2):
 
 def test_real_file_persona_groups(convai2):
     root, dialogues = convai2
-    assert len(group_by_persona(dialogues)) == 680  # exact persona sets (PAPER.md section 6)
+    assert len(group_by_persona(dialogues)) == 680  # exact persona sets (measured)
     mapping = load_persona_map(root / "valid_persona_map")
     assert len(mapping) == 409 and len(set(mapping.values())) == 100  # SOURCE.md
     groups = group_by_persona(dialogues, mapping)
@@ -84,7 +84,7 @@ def test_real_file_persona_groups(convai2):
     turns = sorted(
         (sum(dialogues[j].n_examples for j in idx) for idx in groups.values()), reverse=True
     )
-    # PAPER.md says the 20 largest hold 78-173 turns; measured: 84-173 (78 is the 25th-27th
+    # Team notes said the 20 largest hold 78-173 turns; measured: 84-173 (78 is the 25th-27th
     # largest cluster; ranking by dialogue count instead gives 81-173). See the data report.
     assert turns[0] == 173 and turns[19] == 84 and turns[24] == 78
     # the maps hold no apostrophes: expanding every contraction (i've, don't, i'll, ...) places
@@ -412,7 +412,7 @@ def test_normalise_persona():
     )
     assert normalise_persona("i swim in him.") == "i swim in him"
     assert persona_key(["i'm tall.", "i like cats."]) == ("i am tall", "i like cats")
-    assert normalise_persona("I've a dog.") == "i've a dog"  # PAPER.md's rule: i'm only
+    assert normalise_persona("I've a dog.") == "i've a dog"  # default rule: i'm only
     assert normalise_persona("I've a dog and i don't walk.", contractions="all") == (
         "i have a dog and i do not walk"
     )
@@ -615,7 +615,7 @@ def test_chitchat_dialogues_counts(chitchat):
     # the package's own compounding view has one example per message after the first
     assert sum(d.n_examples for d in dialogues) == 131569
     by_prompt, targets = chitchat_groups(dialogues, prompts, "prompt")
-    # 34 distinct non-empty prompts (PAPER.md says 35: the package also has 239 conversations
+    # 34 distinct non-empty prompts (team notes said 35: the package also has 239 conversations
     # without a prompt and 4 with an empty one, which belong to no prompt task)
     assert targets is None and len(by_prompt) == 34
 

@@ -134,7 +134,7 @@ def test_zero_adapter_point_is_a_stationary_point_with_the_predicted_curvature(T
     assert lora_ml_grad_norm(q, A, U) <= 1e-10 * np.linalg.norm(q.C)
     curv = hessian_extreme_eigenvalues(q, A, U, method="eigsh")
     assert curv.min_eigenvalue == pytest.approx(_saddle_closed_form(q, A), rel=1e-7)
-    if T == 2:  # PAPER.md: -max(lambda_max(P_1 - P_2), lambda_max(P_2 - P_1)) < 0
+    if T == 2:  # derived: -max(lambda_max(P_1 - P_2), lambda_max(P_2 - P_1)) < 0
         P = fam.perturbations()
         w = np.linalg.eigvalsh(P[0] - P[1])
         assert curv.min_eigenvalue == pytest.approx(-max(w[-1], -w[0]), rel=1e-7)

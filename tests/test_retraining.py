@@ -138,7 +138,7 @@ def test_solver_rejects_bad_rank(rng):
 
 
 # ---------------------------------------------------------------------------------------------
-# The paper's schedule on the paper's default instance (PAPER.md section 3)
+# The paper's schedule on the paper's default instance (arXiv 2410.22264 v1)
 # ---------------------------------------------------------------------------------------------
 def test_paper_schedule_on_the_paper_default_instance():
     rng = np.random.default_rng(0)

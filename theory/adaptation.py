@@ -6,7 +6,7 @@ Two quantities describe how well that works:
 
 - the **variance** of the fit: from the LoRA-ML base (``A_hat = A*``, residual of rank k) the excess
   risk ``1/2 ||A + U V^T - A_{T+1}*||_F^2`` is about ``1/2 s^2 k (2d - k) / n`` (v2's adaptation
-  rate O(kd/n); the constant is derived, PAPER.md section 2, and checked by ``loraml verify``);
+  rate O(kd/n), arXiv 2410.22264 v2; the constant is derived below, checked by ``loraml verify``);
 - the **bias** SR leaves: ``1/2 sum_{i>r} sigma_i^2(A_{T+1}* - A_SR)`` (Corollary 1), which no
   amount of fine-tuning data removes for ``r < k(T+1)``.
   :func:`sr_floor_prediction` is our derived (not the paper's) prediction of its size against T.
@@ -79,7 +79,7 @@ def predicted_excess_risk(d: int, k: int, n: int, noise_std: float) -> float:
 
     ``k(2d - k)`` is the dimension of the manifold of d x d matrices of rank k; for n >> d the
     estimation error of reduced-rank regression with isotropic inputs concentrates on its tangent
-    space (PAPER.md section 2, v2 adaptation rate, derived constant).
+    space (arXiv 2410.22264 v2 proves the O(kd/n) rate; the constant is derived here).
 
     Parameters
     ----------

@@ -11,7 +11,7 @@ Margins are in **decades**: for a claim "x is zero" checked as ``x <= threshold`
 over instances and sub-claims. The thresholds (relative to the problem's scale) are stated in each
 check's docstring.
 
-Statements (PAPER.md section 2; issue 3 items 1-10): ``theorem1``, ``corollary1``, ``theorem2``,
+Statements (arXiv 2410.22264 v1 Thm 1-4, Cor 1): ``theorem1``, ``corollary1``, ``theorem2``,
 ``theorem3``, ``theorem4`` and ``rate`` are claims of the paper; ``spurious``, ``retraining``,
 ``convex`` and ``beyond`` are measurements (``convex.held`` only says that both relaxations were
 solved to at least the objective value of ``A*``, which is feasible for both).

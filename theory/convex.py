@@ -1,4 +1,4 @@
-"""Convex relaxations of LoRA-ML retraining (PAPER.md section 2, "Useful facts", last item).
+"""Convex relaxations of LoRA-ML retraining (ours; not in arXiv 2410.22264).
 
 LoRA-ML asks for a base ``A`` such that every ``A_t* - A`` has rank at most k (and is PSD). Two
 convex problems drop the rank constraint:
@@ -153,7 +153,7 @@ def nuclear_relaxation(
     r"""Nuclear-norm median of the tasks: ``min_A sum_t ||A_t* - A||_*``.
 
     The convex relaxation of LoRA-ML's requirement that every ``A_t* - A`` be low-rank
-    (PAPER.md section 2, "Useful facts"; compare Theorem 3, where LoRA-ML recovers ``A*`` for
+    (ours, not in arXiv 2410.22264; compare its Theorem 3, where LoRA-ML recovers ``A*`` for
     T >= 3). Population losses (``q.N is None``) with ``penalty=None`` solve this exactly, with
     ``A_t*`` the per-task minimisers ``q.least_squares()``. Otherwise the finite-sample analogue
     ``min_{A, D_t} sum_t f_t(A + D_t) + lambda sum_t ||D_t||_*`` (losses are per-sample means)
@@ -212,7 +212,7 @@ def sdp_relaxation(
     r"""Largest base below every task in the PSD order: ``max tr(A) s.t. A <= A_t*`` for all t.
 
     Relaxes LoRA-ML's symmetric PSD adapters (``A_t* - A = U_t U_t^T``) by dropping their rank
-    (PAPER.md section 2, "Useful facts"). ``A*`` is feasible; it is the optimum when dual
+    (ours, not in arXiv 2410.22264). ``A*`` is feasible; it is the optimum when dual
     certificates ``Y_t >= 0``, ``Y_t U_t* = 0``, ``sum_t Y_t = I`` exist (they cannot for T = 2
     unless the ranges of ``U_1*`` and ``U_2*`` are orthogonal).
 

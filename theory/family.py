@@ -1,4 +1,4 @@
-"""Task families of the linear setting and data drawn from them (PAPER.md section 2).
+"""Task families of the linear setting and data drawn from them (arXiv 2410.22264 v1).
 
 Task t has ground truth ``A_t* = A* + U_t* U_t*^T`` (symmetric PSD rank-k perturbation of a shared
 ``A*``); optionally ``A_t* = A* + U_t* V_t*^T`` (a general rank-k perturbation, beyond the theory).
@@ -94,7 +94,7 @@ def draw_family(
     symmetric_base: bool = True,
     perturbation: str = "psd",
 ) -> TaskFamily:
-    """Draw a task family as in the paper's synthetic experiments (PAPER.md section 3).
+    """Draw a task family as in the paper's synthetic experiments (arXiv 2410.22264 v1).
 
     ``A* = (G + G^T) / 2`` with ``G_ij ~ N(0, 1)`` (or ``A* = G`` when ``symmetric_base=False``),
     and ``U_t*`` with i.i.d. N(0, 1) entries for T retraining and ``n_test`` test tasks.

@@ -1,6 +1,6 @@
 """The LoRA-ML landscape: global minima, saddles, curvature, descent from random starts.
 
-``F(A, U) = sum_t f_t(A + U_t U_t^T)`` (PAPER.md section 2). This module provides
+``F(A, U) = sum_t f_t(A + U_t U_t^T)`` (arXiv 2410.22264, LoRA-ML). This module provides
 
 - the explicit continuous family of global minima for T = 2 (Theorems 2 and 4),
   :func:`t2_global_minimum`;
@@ -202,7 +202,7 @@ def zero_adapter_point(q: Quadratics, k: int) -> tuple[np.ndarray, np.ndarray]:
     ``(G_t + G_t^T) (x) I_k`` on ``U_t``, so ``lambda_min = min_t lambda_min(G_t + G_t^T)``
     (when below ``lambda_min(sum_t S_t)``). For T = 2 population this is
     ``-max(lambda_max(P_1 - P_2), lambda_max(P_2 - P_1)) < 0``, ``P_t = U_t* U_t*^T``
-    (PAPER.md section 2, "Useful facts": the constructed saddle of Theorem 4).
+    (derived: the Hessian of the point ``U_t = 0``, ``A = mean_t A_t*``; compare Theorem 4).
 
     Returns
     -------

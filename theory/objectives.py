@@ -4,7 +4,7 @@ Every loss in the paper's linear setting is, for each task t, a quadratic in the
 
     f_t(M) = 1/2 tr(M S_t M^T) - tr(M^T C_t) + 1/2 c_t
 
-- Population excess loss (PAPER.md section 2), ``x ~ N(0, I)``: ``S_t = I``, ``C_t = A_t*``,
+- Population excess loss (arXiv 2410.22264 v1), ``x ~ N(0, I)``: ``S_t = I``, ``C_t = A_t*``,
   ``c_t = ||A_t*||_F^2``, so ``f_t(M) = 1/2 ||M - A_t*||_F^2``. With input covariance Sigma:
   ``S_t = Sigma``, ``C_t = A_t* Sigma``, ``c_t = tr(A_t* Sigma A_t*^T)``.
 - Finite-sample loss from data ``X_t, Y_t`` (d x N): ``S_t = X X^T / N``, ``C_t = Y X^T / N``,

@@ -117,10 +117,10 @@ def lora_ml_paper_gd(
 ) -> GDResult:
     r"""LoRA-ML retraining with the paper's alternating gradient-descent schedule.
 
-    Minimises ``F(A, U) = sum_t f_t(A + U_t U_t^T)`` (PAPER.md section 2, "LoRA-ML") by ``rounds``
+    Minimises ``F(A, U) = sum_t f_t(A + U_t U_t^T)`` (arXiv 2410.22264, LoRA-ML) by ``rounds``
     rounds of: ``inner`` simultaneous gradient steps on every ``U_t`` with step ``lr_u``, then one
     step on ``A`` along the task-averaged gradient ``(1/T) sum_t G_t`` with step ``lr_a``. Start:
-    ``A = 0``, ``U_t`` entries ``N(0, init_std^2)`` (PAPER.md section 3). Finite-sample losses are
+    ``A = 0``, ``U_t`` entries ``N(0, init_std^2)`` (released script). Finite-sample losses are
     per-sample means, which equals the paper's division of gradients by N (A: by N T).
 
     Parameters
@@ -265,7 +265,7 @@ def solve_lora_ml(
 ) -> LoraMLResult:
     r"""LoRA-ML retraining, fast: alternating minimisation, then quasi-Newton polish.
 
-    Solves (PAPER.md section 2, "LoRA-ML"; Theorems 2-4)::
+    Solves (arXiv 2410.22264 v1, the LoRA-ML objective; Theorems 2-4)::
 
         min_{A, U_1..U_T}  F(A, U) = sum_t f_t(A + U_t U_t^T)      (or U_t V_t^T if asymmetric)
 
