@@ -201,6 +201,8 @@ def _finish(name: str, p: dict[str, Any], protocol: str) -> Outcome:
         "compute_seconds": round(p["seconds"], 2),
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores",
     }
+    if spec.numbers is not None:
+        meta["numbers"] = spec.numbers(data, p["settings"])
     cache.save(p["stem"], p["key"], data, meta)
     cache.drop_partial(p["folder"])
     return Outcome(name, p["stem"], data, False, p["seconds"])

@@ -3,11 +3,13 @@
 - ``spectrum``: singular values of ``A_hat - A*`` for SR and LoRA-ML (population, T = 2, 3, 5):
   rank kT for SR (Theorem 1), at most 2k for LoRA-ML (Theorem 2), zero for T >= 3 (Theorem 3).
 - ``sr-floor-vs-T``: the *value* of SR's irreducible rank-k fine-tuning loss as T grows
-  (Corollary 1; :func:`loraml.theory.adaptation.sr_floor`), with the expected value of its upper
-  bound (:func:`loraml.theory.adaptation.sr_floor_prediction`).
+  (Corollary 1; :func:`loraml.theory.adaptation.sr_floor`), with the derived prediction
+  (:func:`loraml.theory.adaptation.sr_floor_prediction`) and the expected value of an upper bound
+  (:func:`loraml.theory.adaptation.sr_floor_upper_bound`).
 - ``rate``: fine-tuning excess risk against n from the LoRA-ML base at rank k and from SR at ranks
   k and k(T+1) (:func:`loraml.theory.adaptation.finetune_excess_risk`), with
-  ``1/2 s^2 r(2d - r)/n`` (:func:`loraml.theory.adaptation.predicted_excess_risk`).
+  the first-order finite-n prediction ``1/2 s^2 r [d/(n-d-1) + (d-r)/(n-r-1)]`` and its
+  asymptote ``1/2 s^2 r(2d - r)/n`` (:func:`loraml.theory.adaptation.predicted_excess_risk`).
 - ``phase``: fraction of instances on which ``A*`` is recovered over a (T, k) grid at fixed d,
   for LoRA-ML (:func:`loraml.theory.solve_lora_ml`), SR, and the convex relaxations
   (:mod:`loraml.theory.convex`).
@@ -28,7 +30,7 @@ import numpy as np
 
 import loraml.theory as th
 from loraml.figures.registry import FigureSpec, Run, RunResult
-from loraml.theory.adaptation import sr_floor, sr_floor_prediction
+from loraml.theory.adaptation import sr_floor, sr_floor_prediction, sr_floor_upper_bound
 
 RECOVERY_RTOL = 1e-4  # ||A_hat - A*||_F / ||A*||_F below this counts as recovering A*
 
@@ -141,6 +143,7 @@ def _sr_floor_assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult
         "upper": _stack(results, "upper"),
         "lower": _stack(results, "lower"),
         "prediction": sr_floor_prediction(s["d"], s["k"], Ts),
+        "upper_bound_expected": sr_floor_upper_bound(s["d"], s["k"], Ts),
     }
 
 
@@ -154,16 +157,19 @@ def _sr_floor_draw(data: RunResult, s: dict[str, Any]):
         ax, Ts, data["floor"].T, label="SR rank-k floor (mean, min-max)", color=st["color"],
         marker=st["marker"], markevery=1,
     )  # fmt: skip
-    ax.plot(Ts, data["upper"].mean(1), color="0.4", linestyle="--", marker="v", markevery=1,
-            markerfacecolor="white", label="upper bound 1/2||A_SR - A*||^2 (mean)")  # fmt: skip
+    d, k = s["d"], s["k"]
+    ax.plot(Ts, data["prediction"], color=plot.COLORS[1], linestyle="-", linewidth=2.0,
+            label="prediction ((d-k)k/2)((d+1)/T + k(1-1/T))")  # fmt: skip
+    ax.plot(Ts, data["upper_bound_expected"], color="0.35", linestyle="--",
+            label="upper bound E[1/2||A_SR - A*||^2] = (dk/2)((d+k+1)/T + k(1-1/T))")  # fmt: skip
+    ax.plot(Ts, data["upper"].mean(1), color="0.35", linestyle="none", marker="v",
+            markerfacecolor="white", label="1/2||A_SR - A*||^2 (measured mean)")  # fmt: skip
     lower = data["lower"].mean(1)
     lower = np.where(lower > 1e-8 * data["floor"].mean(1), lower, np.nan)  # 0 when kT <= 2k
-    ax.plot(Ts, lower, color="0.4", linestyle=":", marker="^", markevery=1,
-            markerfacecolor="white", label="Weyl lower bound (mean)")  # fmt: skip
-    ax.plot(Ts, data["prediction"], color=plot.COLORS[1], linestyle="-.",
-            label="predicted (dk/2)((d+k+1)/T + k(1-1/T))")  # fmt: skip
-    ax.axhline(0.5 * s["d"] * s["k"] ** 2, color=plot.COLORS[1], linewidth=0.8, linestyle=":",
-               label="d k^2 / 2 (prediction as T -> infinity)")  # fmt: skip
+    ax.plot(Ts, lower, color="0.6", linestyle=":", marker="^", markevery=1,
+            markerfacecolor="white", label="Weyl lower bound (mean; 0 for T <= 2)")  # fmt: skip
+    ax.axhline(0.5 * (d - k) * k**2, color=plot.COLORS[1], linewidth=0.8, linestyle=":",
+               label="(d-k) k^2 / 2 (prediction as T -> infinity)")  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("number of retraining tasks T")
@@ -172,21 +178,40 @@ def _sr_floor_draw(data: RunResult, s: dict[str, Any]):
         f"sr-floor-vs-T: d={s['d']}, k={s['k']}, {s['instances']} instances per T "
         "(LoRA-ML's floor is 0 for T>=3)"
     )
-    ax.legend(loc="upper right")
+    ax.legend(loc="upper right", fontsize=7)
     return fig
 
 
-_SR_FLOOR_FULL = {"d": 20, "k": 1, "Ts": [1, 2, 3, 5, 8, 12, 20, 30, 50, 100], "instances": 50}
+def _sig(x: Any, digits: int = 4) -> Any:
+    """Round to ``digits`` significant digits, elementwise, as plain Python floats (for JSON)."""
+    arr = np.atleast_1d(np.asarray(x, dtype=float))
+    out = [float(f"{v:.{digits}g}") if np.isfinite(v) else None for v in arr]
+    return out if np.ndim(x) else out[0]
+
+
+def _sr_floor_numbers(data: RunResult, s: dict[str, Any]) -> dict[str, Any]:
+    floor = data["floor"].mean(1)
+    return {
+        "Ts": [int(T) for T in data["Ts"]],
+        "floor_mean": _sig(floor),
+        "prediction_over_floor": _sig(data["prediction"] / floor),
+        "upper_bound_expected_over_floor": _sig(data["upper_bound_expected"] / floor),
+        "weyl_lower_over_floor": _sig(data["lower"].mean(1) / floor),
+    }
+
+
+_SR_FLOOR_FULL = {"d": 20, "k": 1, "Ts": [1, 2, 3, 5, 8, 12, 20, 30, 50, 100], "instances": 500}
 SR_FLOOR = FigureSpec(
     name="sr-floor-vs-T",
-    summary="value of SR's irreducible rank-k fine-tuning loss as T grows, with the prediction",
+    summary="value of SR's irreducible rank-k fine-tuning loss as T grows, prediction and bound",
     full=_SR_FLOOR_FULL,
-    quick={**_SR_FLOOR_FULL, "instances": 20},
+    quick={**_SR_FLOOR_FULL, "instances": 200},
     runs=_sr_floor_runs,
     assemble=_sr_floor_assemble,
     draw=_sr_floor_draw,
+    numbers=_sr_floor_numbers,
     seed=32,
-    version="1",
+    version="2",
 )
 
 
@@ -233,8 +258,17 @@ def _rate_assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult:
         "mean": mean,
         "predicted_k": np.array([predicted_excess_risk(d, k, int(n), s2) for n in ns]),
         "predicted_full": np.array([predicted_excess_risk(d, r_full, int(n), s2) for n in ns]),
+        # first-order finite-n values (n > d + 1), NaN where undefined
+        "predicted_k_finite_n": np.array([_finite_n(d, k, int(n), s2) for n in ns]),
+        "predicted_full_finite_n": np.array([_finite_n(d, r_full, int(n), s2) for n in ns]),
         "slopes": np.array([fit_power_law(ns, m).slope for m in mean]),
     }
+
+
+def _finite_n(d: int, r: int, n: int, noise_std: float) -> float:
+    from loraml.theory.adaptation import predicted_excess_risk
+
+    return predicted_excess_risk(d, r, n, noise_std, finite_n=True) if n > d + 1 else np.nan
 
 
 RATE_METHODS = ("LoRA-ML, rank k", "SR, rank k", "SR, rank k(T+1)")
@@ -254,10 +288,11 @@ def _rate_draw(data: RunResult, s: dict[str, Any]):
             color=st["color"], marker=st["marker"], linestyle=styles[m], markevery=1,
             filled=m != 1,
         )  # fmt: skip
+    ax.plot(ns, data["predicted_k_finite_n"], color="black", linestyle="-", linewidth=0.9,
+            label="predicted 1/2 s^2 k[d/(n-d-1) + (d-k)/(n-k-1)]")  # fmt: skip
     ax.plot(ns, data["predicted_k"], color="black", linestyle=":", label="1/2 s^2 k(2d-k)/n")
-    ax.plot(
-        ns, data["predicted_full"], color="0.5", linestyle=":", label="1/2 s^2 r(2d-r)/n, r=k(T+1)"
-    )
+    ax.plot(ns, data["predicted_full_finite_n"], color="0.5", linestyle="-", linewidth=0.9,
+            label="predicted, r = k(T+1)")  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("fine-tuning samples n")
@@ -269,6 +304,22 @@ def _rate_draw(data: RunResult, s: dict[str, Any]):
     )
     ax.legend(loc="center right", fontsize=7)
     return fig
+
+
+def _rate_numbers(data: RunResult, s: dict[str, Any]) -> dict[str, Any]:
+    from loraml.theory.adaptation import fit_power_law
+
+    ns, lora = data["ns"], data["mean"][0]
+    ok = np.isfinite(data["predicted_k_finite_n"])
+    return {
+        "ns": [int(n) for n in ns],
+        "slopes": dict(zip(RATE_METHODS, _sig(data["slopes"]), strict=True)),
+        "lora_ml_over_finite_n_prediction": _sig(lora / data["predicted_k_finite_n"]),
+        "lora_ml_over_asymptote": _sig(lora / data["predicted_k"]),
+        "finite_n_prediction_slope": _sig(
+            fit_power_law(ns[ok], data["predicted_k_finite_n"][ok]).slope
+        ),
+    }
 
 
 _RATE_FULL = {
@@ -283,8 +334,9 @@ RATE = FigureSpec(
     runs=_rate_runs,
     assemble=_rate_assemble,
     draw=_rate_draw,
+    numbers=_rate_numbers,
     seed=33,
-    version="1",
+    version="2",
 )
 
 

@@ -68,6 +68,9 @@ class FigureSpec:
         Code version of the computation; part of the cache key.
     needs : tuple of str
         Optional modules the computation imports (``"torch"``).
+    numbers : callable, optional
+        ``numbers(data, settings) -> dict``: JSON-serialisable summary numbers of the data (what
+        README quotes), written under ``"numbers"`` in the figure's ``.json``.
     """
 
     name: str
@@ -80,6 +83,7 @@ class FigureSpec:
     seed: int
     version: str
     needs: tuple[str, ...] = field(default=())
+    numbers: Callable[[RunResult, dict[str, Any]], dict[str, Any]] | None = None
 
     def settings(self, quick: bool) -> dict[str, Any]:
         """The settings of the quick or the full protocol."""

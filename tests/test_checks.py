@@ -146,6 +146,9 @@ def test_adaptation_rate_is_one_over_n_with_the_derived_constant(rng):
     assert res.held, res.failures
     assert -1.15 <= res.numbers["slope"][0] <= -0.85
     assert 0.8 <= res.numbers["ratio_to_predicted_constant"][0] <= 1.25
+    # the finite-n prediction is drawn from the same n, and the risk sits on it at every n
+    assert all(0.8 <= r <= 1.25 for r in res.numbers["ratio_to_finite_n_prediction_by_n"][0])
+    assert res.numbers["predicted_slope"][0] < -1  # finite n bends the fitted slope below -1
     # SR: rank k cannot go below its floor; rank k(T+1) pays the larger variance
     assert res.numbers["sr_rank_k_risk_over_floor_at_max_n"][0] >= 0.99
     measured = res.numbers["sr_rank_kT1_risk_over_lora_ml_rank_k_risk_at_max_n"][0]
@@ -157,6 +160,8 @@ def test_finite_sample_lora_ml_error_shrinks_like_one_over_n(rng):
     row = res.numbers["by_T"]["T=3"]
     assert res.held is None and not res.claimed
     assert -1.3 <= row["slope_in_N"] <= -0.7
+    assert all(0.7 <= r <= 1.4 for r in row["ratio_to_prediction"])  # 4 reps: noisy
+    assert all(r > 1.2 for r in row["predicted_ratio_to_s2d2_over_NT"])  # T = 3: not pooled
     assert max(row["lora_ml_sq_error"]) < 1e-2 * min(row["sr_sq_error"])
 
 

@@ -9,7 +9,8 @@ Two quantities describe how well that works:
   rate O(kd/n), arXiv 2410.22264 v2; the constant is derived below, checked by ``loraml verify``);
 - the **bias** SR leaves: ``1/2 sum_{i>r} sigma_i^2(A_{T+1}* - A_SR)`` (Corollary 1), which no
   amount of fine-tuning data removes for ``r < k(T+1)``.
-  :func:`sr_floor_prediction` is our derived (not the paper's) prediction of its size against T.
+  :func:`sr_floor_prediction` is our derived (not the paper's) prediction of its size against T,
+  :func:`sr_floor_upper_bound` the expectation of an upper bound on it.
 
 Convention: ``noise_std`` is a standard deviation; risks are population excess risks (the noise
 constant ``d s^2 / 2`` is dropped, as in the paper).
@@ -74,23 +75,62 @@ def finetune_excess_risk(
     return out
 
 
-def predicted_excess_risk(d: int, k: int, n: int, noise_std: float) -> float:
-    r"""Asymptotic excess risk of rank-k least squares: ``1/2 s^2 k (2d - k) / n``.
+def predicted_excess_risk(
+    d: int, k: int, n: int, noise_std: float, *, finite_n: bool = False
+) -> float:
+    r"""Excess risk of rank-k least squares: ``1/2 s^2 k (2d - k) / n``, or its finite-n value.
 
-    ``k(2d - k)`` is the dimension of the manifold of d x d matrices of rank k; for n >> d the
-    estimation error of reduced-rank regression with isotropic inputs concentrates on its tangent
-    space (arXiv 2410.22264 v2 proves the O(kd/n) rate; the constant is derived here).
+    Setting: the fine-tuning residual ``B* = A_{T+1}* - A`` has rank exactly k (an exact base, e.g.
+    LoRA-ML's ``A_hat = A*`` for T >= 3, Theorem 3 of arXiv 2410.22264 v1), it is fitted by
+    rank-k reduced-rank regression from n samples ``x ~ N(0, I_d)``, ``eps ~ N(0, s^2 I_d)``, and
+    the signal is strong (high SNR: ``sigma_k(B*) >> s sqrt(d / n)``), so the estimate moves to
+    first order in the noise. v2 of the paper proves the rate O(kd/n); the constants are derived
+    here.
+
+    Derivation (first order in the noise). Write ``B* = U S V^T`` (U, V: d x k, orthonormal),
+    ``W = X X^T`` and ``Delta = E X^T W^{-1}`` (least-squares error). Reduced-rank regression
+    minimises ``||(B_ls - B) X||_F^2``, so its first-order error is the projection of ``Delta``
+    onto the tangent space ``{U a^T + b V^T}`` of the rank-k matrices in the metric
+    ``<Z, Z'> = tr(Z W Z'^T)``. That metric acts on rows only, so the parts ``P_U Delta`` (fully in
+    the tangent space) and ``P_U^perp Delta`` are orthogonal, and the second projects to
+    ``P_U^perp Delta W V (V^T W V)^{-1} V^T = P_U^perp E X^T V (V^T W V)^{-1} V^T``. With
+    ``E[W^{-1}] = I / (n - d - 1)`` and ``E[(V^T W V)^{-1}] = I_k / (n - k - 1)`` (inverse
+    Wishart)::
+
+        E ||B_hat - B*||_F^2 = s^2 k [d / (n - d - 1) + (d - k) / (n - k - 1)]        (n > d + 1)
+
+    and the excess risk (``x ~ N(0, I)``) is half of it. For n >> d both fractions become
+    ``1/n`` and the value ``1/2 s^2 k (2d - k) / n``, ``k(2d - k)`` being the dimension of the
+    manifold of rank-k d x d matrices (``finite_n=False``, the default).
 
     Parameters
     ----------
     d, k, n : int
-        Dimension, rank of the residual to fit, fine-tuning samples.
+        Dimension, rank of the residual to fit (and of the adapter), fine-tuning samples.
     noise_std : float
         Noise standard deviation ``s``.
+    finite_n : bool
+        Return the finite-n value (needs ``n > d + 1``) instead of the asymptotic constant.
+
+    Returns
+    -------
+    float
+        The predicted ``E[1/2 ||A + U V^T - A_{T+1}*||_F^2]``.
+
+    Examples
+    --------
+    >>> round(predicted_excess_risk(10, 1, 100, 0.1), 7)
+    0.00095
+    >>> round(predicted_excess_risk(10, 1, 100, 0.1, finite_n=True), 6)
+    0.001021
     """
     if not 0 <= k <= d or n < 1:
         raise ValueError(f"need 0 <= k <= d and n >= 1, got d={d}, k={k}, n={n}")
-    return 0.5 * noise_std**2 * k * (2 * d - k) / n
+    if not finite_n:
+        return 0.5 * noise_std**2 * k * (2 * d - k) / n
+    if n <= d + 1:
+        raise ValueError(f"finite_n=True needs n > d + 1, got d={d}, n={n}")
+    return 0.5 * noise_std**2 * k * (d / (n - d - 1) + (d - k) / (n - k - 1))
 
 
 def sr_floor(targets: np.ndarray, test_target: np.ndarray, r: int) -> float:
@@ -117,24 +157,20 @@ def sr_floor(targets: np.ndarray, test_target: np.ndarray, r: int) -> float:
     return finetune_closed_form(Quadratics.population(test_target), A_sr, r).loss
 
 
-def sr_floor_prediction(d: int, k: int, T: int | np.ndarray) -> np.ndarray:
-    r"""Predicted SR floor against T: the expected upper bound ``1/2 ||A_SR - A*||_F^2``.
+def sr_floor_upper_bound(d: int, k: int, T: int | np.ndarray) -> np.ndarray:
+    r"""Expected upper bound on SR's rank-k floor: ``E[1/2 ||A_SR - A*||_F^2]``.
 
-    Derived here, not a result of the paper (Corollary 1 only says the floor is positive for
-    ``r < k(T+1)``); the ``sr-floor-vs-T`` figure (:mod:`loraml.figures.ours`) checks it against
-    :func:`sr_floor` on random Gaussian families (:func:`loraml.theory.draw_family`).
-
-    Rank-k fine-tuning can at least remove the test task's own perturbation
-    ``U_{T+1}* U_{T+1}*^T`` (rank k), so
-    ``floor <= 1/2 ||A_{T+1}* - A_SR - U_{T+1}* U_{T+1}*^T||_F^2 = 1/2 ||(1/T) sum_t P_t||_F^2``
-    with ``P_t = U_t* U_t*^T``. For Gaussian ``U_t*`` (Wishart moments
+    Derived here, not a result of arXiv 2410.22264 (its Corollary 1 only says the floor is positive
+    for ``r < k(T+1)``). Rank-k fine-tuning can at least remove the test task's own perturbation
+    ``P_0 = U_{T+1}* U_{T+1}*^T`` (rank k), so
+    ``floor <= 1/2 ||A_{T+1}* - A_SR - P_0||_F^2 = 1/2 ||M||_F^2``, ``M = (1/T) sum_t P_t``,
+    ``P_t = U_t* U_t*^T``. For Gaussian ``U_t*`` (Wishart moments
     ``E ||P_t||_F^2 = d k (d + k + 1)``, ``E tr(P_s P_t) = d k^2`` for s != t)::
 
         E[1/2 ||A_SR - A*||_F^2] = (d k / 2) ((d + k + 1) / T + k (1 - 1/T))
 
-    It decreases like 1/T towards ``d k^2 / 2`` (the mean perturbation ``k I`` is full-rank, so
-    SR's floor does not vanish as T grows). Weyl's inequality gives the matching lower bound
-    ``floor >= 1/2 sum_{i>2k} sigma_i^2(A_SR - A*)``.
+    It is an upper bound, not a prediction of the floor: it tends to ``d k^2 / 2`` as T grows, the
+    floor to ``(d - k) k^2 / 2`` (:func:`sr_floor_prediction`).
 
     Parameters
     ----------
@@ -146,10 +182,68 @@ def sr_floor_prediction(d: int, k: int, T: int | np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray, shape of ``T``
-        The expected value of ``1/2 ||A_SR - A*||_F^2``, an upper bound on the rank-k floor.
+
+    Examples
+    --------
+    >>> float(sr_floor_upper_bound(20, 1, 1))
+    220.0
     """
     T = np.asarray(T, dtype=float)
     return 0.5 * d * k * ((d + k + 1) / T + k * (1 - 1 / T))
+
+
+def sr_floor_prediction(d: int, k: int, T: int | np.ndarray) -> np.ndarray:
+    r"""Predicted SR rank-k floor against T: ``((d - k) k / 2) ((d + 1) / T + k (1 - 1/T))``.
+
+    Derived here, not a result of arXiv 2410.22264 (its Corollary 1 only says the floor is positive
+    for ``r < k(T+1)``); measured against :func:`sr_floor` on random Gaussian families
+    (:func:`loraml.theory.draw_family`) by ``tests/test_adaptation.py`` and the ``sr-floor-vs-T``
+    figure (:mod:`loraml.figures.ours`).
+
+    Derivation. The test residual is ``R = A_{T+1}* - A_SR = P_0 - M`` with ``P_0 = U_0 U_0^T``
+    (test task, rank k), ``M = (1/T) sum_t P_t`` and the floor is ``1/2 sum_{i>k} sigma_i^2(R)``
+    (Eckart-Young). Let Q project onto range(U_0), ``Q' = I - Q``. In the basis (Q, Q') ``R`` has
+    blocks ``L = Q P_0 Q - Q M Q`` (k x k, eigenvalues of order d), ``-Q' M Q`` and
+    ``D = -Q' M Q'``. When ``L`` dominates, R's k largest singular values belong to ``L`` and the
+    other ``d - k`` eigenvalues are those of the Schur complement
+    ``D - (Q' M Q) L^{-1} (Q M Q')``; to leading order (dropping the coupling term, quadratic in
+    ``Q' M Q`` and divided by ``L``)::
+
+        floor ~ 1/2 ||Q' M Q'||_F^2.
+
+    ``Q'`` is independent of ``M`` and ``Q' U_t*`` is a Gaussian (d - k) x k matrix, so
+    ``Q' P_t Q'`` is Wishart in dimension d - k: ``E ||Q' P_t Q'||_F^2 = (d - k) k (d + 1)`` and
+    ``E tr(Q' P_s Q' P_t) = (d - k) k^2`` for s != t, which gives the formula. Assumptions:
+    Gaussian ``U_t*`` with independent entries (as :func:`loraml.theory.draw_family`); T large
+    enough that ``||M||`` is small against ``P_0``'s eigenvalues: the dropped term is of order
+    ``k^3 / T`` against a floor of order ``(d - k) k^2 / 2``. At T = 1, 2 ``M`` is as large as
+    ``P_0``, the best rank-k adapter may fit ``M`` instead, and the prediction is too high
+    (``sr-floor-vs-T`` quick data, d = 20, k = 1: 1.41 times the measured mean at T = 1,
+    0.97-1.00 for T >= 5).
+    As T grows it tends to ``(d - k) k^2 / 2`` (the mean perturbation ``k I`` is full-rank, so
+    SR's floor does not vanish).
+
+    Parameters
+    ----------
+    d, k : int
+        Dimension and rank of the perturbations ``U_t* U_t*^T``.
+    T : int or ndarray of int
+        Number of retraining tasks.
+
+    Returns
+    -------
+    ndarray, shape of ``T``
+        The predicted expected rank-k floor.
+
+    Examples
+    --------
+    >>> float(sr_floor_prediction(20, 1, 1))
+    199.5
+    >>> round(float(sr_floor_prediction(20, 1, 10**9)), 6)  # (d - k) k^2 / 2 as T grows
+    9.5
+    """
+    T = np.asarray(T, dtype=float)
+    return 0.5 * (d - k) * k * ((d + 1) / T + k * (1 - 1 / T))
 
 
 @dataclass(frozen=True)

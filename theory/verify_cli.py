@@ -182,6 +182,17 @@ def _summary(res) -> list[str]:
             + "; measured/predicted constant "
             + ", ".join(f"{r:.3f}" for r in n["ratio_to_predicted_constant"])
         )
+        if n.get("predicted_slope"):
+            lines.append(
+                "finite-n prediction: slope "
+                + ", ".join(f"{s:.3f}" for s in n["predicted_slope"])
+                + ", constant "
+                + ", ".join(f"{r:.3f}" for r in n["predicted_ratio_to_asymptotic_constant"])
+                + "; measured/predicted risk (mean over n) "
+                + ", ".join(
+                    f"{sum(r) / len(r):.3f}" for r in n["ratio_to_finite_n_prediction_by_n"]
+                )
+            )
         if n["predicted_variance_ratio_kT1_over_k"]:
             over_floor = ", ".join(f"{r:.3f}" for r in n["sr_rank_k_risk_over_floor_at_max_n"])
             var = n["sr_rank_kT1_risk_over_lora_ml_rank_k_risk_at_max_n"]
@@ -212,6 +223,13 @@ def _summary(res) -> list[str]:
                 f"{T}: ||A_hat - A*||^2 / (s^2 d^2/(N T)) at N={row['N']}: {ratios}; "
                 f"slope in N {row['slope_in_N']:.2f}"
             )
+            if "ratio_to_prediction" in row:
+                pred = ", ".join(f"{r:.2f}" for r in row["predicted_ratio_to_s2d2_over_NT"])
+                meas = ", ".join(f"{r:.2f}" for r in row["ratio_to_prediction"])
+                lines.append(f"{T}: predicted ratio {pred}; measured / predicted {meas}")
+        if "predicted_ratio_limit_T_to_infinity" in n:
+            limit = n["predicted_ratio_limit_T_to_infinity"]
+            lines.append(f"predicted ratio as T -> infinity: {limit:.3f} (not 1)")
     elif key == "convex":
         for name, row in n["by_setting"].items():
             lines.append(f"{name}: recovered {row['recovered']} of {row['instances']}")
