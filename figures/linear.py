@@ -15,10 +15,19 @@ One run = one task family and one data draw for one value of the swept parameter
 
 Difference from the released scripts: each run draws its own task family (the scripts drew one
 family for all runs and settings), so the band covers the variation across instances too.
+
+``vary-T`` also runs SR the way the released script trains it
+(:func:`loraml.theory.sr_released`: T random adapters drawn like LoRA-ML's initial ones, here the
+very same draws, and never updated), which converges to ``A_SR - mean_t U_t0 U_t0^T`` instead of
+``A_SR`` (data keys ``sr_released_*``), and records each base's closed-form limit at fine-tuning
+ranks k, 2k and 3k (``*_limit_by_rank``): at T = 2 the correct SR reaches the noise level at
+rank 3k like LoRA-ML, the released SR does not, and LoRA-ML's advantage is its limit at ranks k
+and 2k.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -81,27 +90,43 @@ def sweep_run(
     ft_lr: float,
     init_std: float,
     points: int,
+    released_sr: bool = False,
 ) -> RunResult:
-    """One run of a linear sweep (module docstring); curves kept at ``points`` iterations."""
+    """One run of a linear sweep (module docstring); curves kept at ``points`` iterations.
+
+    ``released_sr``: also the released script's SR (its frozen adapters are LoRA-ML's initial
+    adapters: the same generator state draws both) and every base's limit at ranks k, 2k, 3k.
+    """
     fam = th.draw_family(d, T, k, rng)
     q = th.Quadratics.from_data(*th.sample_family_data(fam.targets(), N, noise_std, rng))
     target = fam.test_targets()[0]
     q1 = th.Quadratics.from_data(*th.sample_task_data(target, n, noise_std, rng))
 
+    released_rng = copy.deepcopy(rng)  # the released SR's adapters = LoRA-ML's initial ones
     lora = th.lora_ml_paper_gd(
         q, k, rng, rounds=rounds, inner=inner, lr_u=lr_u, lr_a=lr_a, init_std=init_std
     )
     sr = th.sr_gd(q, steps=sr_steps, lr=sr_lr)
+    bases = [("lora", lora.A), ("sr", sr.A)]
+    if released_sr:
+        rel = th.sr_released(q, k, released_rng, steps=sr_steps, lr=sr_lr, init_std=init_std)
+        bases.append(("sr_released", rel.A))
     r = finetune_rank(T, k)
     init = (init_std * rng.standard_normal((d, r)), init_std * rng.standard_normal((d, r)))
     grid = np.unique(np.linspace(0, ft_steps, points).round().astype(int))
     out: RunResult = {"iterations": grid}
-    for label, A in (("lora", lora.A), ("sr", sr.A)):
+    for label, A in bases:
         ft = th.finetune_gd(q1, A, r, rng, steps=ft_steps, lr=ft_lr, init=init, target=target)
         cf = th.finetune_closed_form(q1, A, r)
         out[f"{label}_curve"] = ft.test_losses[grid]
         out[f"{label}_asymptote"] = np.array(plotted_loss(q1, target, A + cf.U @ cf.V.T))
         out[f"{label}_base_error"] = np.array(th.base_error(A, fam.A_star).fro)
+        if released_sr:
+            limits = []
+            for rr in (k, 2 * k, 3 * k):
+                c = th.finetune_closed_form(q1, A, rr)
+                limits.append(plotted_loss(q1, target, A + c.U @ c.V.T))
+            out[f"{label}_limit_by_rank"] = np.array(limits)
     out["lora_retrain_loss"] = np.array(lora.losses[-1])
     return out
 
@@ -113,6 +138,8 @@ def _runs(param: str):
             setting = {**s["base"], param: value}
             kw = {key: s[key] for key in PAPER if key != "base"} | setting
             kw["ft_steps"] = s["ft_steps"]
+            if s.get("released_sr"):
+                kw["released_sr"] = True
             out += [Run(sweep_run, kw, (i, j)) for j in range(s["runs"])]
         return out
 
@@ -142,22 +169,35 @@ def _draw(param: str):
         for i, (ax, v) in enumerate(zip(axes, values, strict=True)):
             setting = {**s["base"], param: int(v)}
             r = finetune_rank(setting["T"], setting["k"])
-            for m, (key, name) in enumerate((("lora", "LoRA-ML"), ("sr", "SR"))):
-                st = plot.style(m)
+            methods = [("lora", "LoRA-ML", "-"), ("sr", "SR", "--")]
+            if "sr_released_curve" in data:
+                methods.append(("sr_released", "SR as released (frozen random adapters)", "-."))
+            for m, (key, name, ls) in enumerate(methods):
+                st = plot.style(m if m < 2 else 3)
                 plot.band(
                     ax, x, data[f"{key}_curve"][i], label=name, color=st["color"],
-                    marker=st["marker"], linestyle=plot.METHOD_STYLE[name], filled=m == 0,
+                    marker=st["marker"], linestyle=ls, filled=m == 0,
                 )  # fmt: skip
                 ax.axhline(
                     data[f"{key}_asymptote"][i].mean(), color=st["color"], linestyle=":",
-                    linewidth=1.2, label=f"{name} closed-form limit",
+                    linewidth=1.2, label=f"{name.split(' (')[0]} closed-form limit",
+                )  # fmt: skip
+            if "lora_limit_by_rank" in data and r == 3 * setting["k"]:
+                lim = {key: np.median(data[f"{key}_limit_by_rank"][i], axis=0) for key in
+                       ("lora", "sr")}  # fmt: skip
+                ax.text(
+                    0.03, 0.03, "limit at rank k / 2k (median):\n"
+                    f"LoRA-ML {lim['lora'][0]:.3g} / {lim['lora'][1]:.3g}\n"
+                    f"SR {lim['sr'][0]:.3g} / {lim['sr'][1]:.3g}",
+                    transform=ax.transAxes, fontsize=7, va="bottom",
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.7"},
                 )  # fmt: skip
             ax.set_yscale("log")
             ax.set_title(f"{label} = {int(v)} (fine-tuning rank {r})")
             ax.set_xlabel("fine-tuning iteration")
         axes[0].set_ylabel("test-task loss")
         handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=4)
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
         other = ", ".join(f"{k}={v}" for k, v in s["base"].items() if k != param)
         fig.suptitle(
             f"vary-{param}: {other}, noise std {s['noise_std']}, "
@@ -168,9 +208,32 @@ def _draw(param: str):
     return draw
 
 
+def _vary_T_numbers(data: RunResult, s: dict[str, Any]) -> dict[str, Any]:
+    """Medians over runs, per T: final plotted losses, closed-form limits, limits by rank."""
+
+    def med(x: np.ndarray) -> list[float]:
+        return [float(f"{v:.4g}") for v in np.median(x, axis=1)]
+
+    out: dict[str, Any] = {"T": [int(v) for v in data["values"]]}
+    for key in ("lora", "sr", "sr_released"):
+        if f"{key}_curve" not in data:
+            continue
+        out[f"{key}_final_loss_median"] = med(data[f"{key}_curve"][:, :, -1])
+        out[f"{key}_limit_median"] = med(data[f"{key}_asymptote"])
+        out[f"{key}_base_error_median"] = med(data[f"{key}_base_error"])
+        if f"{key}_limit_by_rank" in data:
+            lim = np.median(data[f"{key}_limit_by_rank"], axis=1)  # (value, rank k/2k/3k)
+            out[f"{key}_limit_by_rank_k_2k_3k_median"] = [
+                [float(f"{v:.4g}") for v in row] for row in lim
+            ]
+    return out
+
+
 def _spec(param: str) -> FigureSpec:
     values, ft_steps = SWEEPS[param]
     full = {**PAPER, "param": param, "values": values, "runs": FULL_RUNS, "ft_steps": ft_steps}
+    if param == "T":
+        full["released_sr"] = True
     quick = {**full, "runs": QUICK_RUNS, "ft_steps": min(ft_steps, QUICK_FT_CAP)}
     return FigureSpec(
         name=f"vary-{param}",
@@ -182,6 +245,7 @@ def _spec(param: str) -> FigureSpec:
         draw=_draw(param),
         seed=20241029 + list(SWEEPS).index(param),
         version="1",
+        numbers=_vary_T_numbers if param == "T" else None,
     )
 
 

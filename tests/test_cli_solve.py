@@ -97,6 +97,29 @@ def test_paper_schedule_method_is_seeded(capsys, tmp_path, population_file):
     assert not np.array_equal(runs[0], runs[2])
 
 
+def test_sr_released_reproduces_the_released_scripts_biased_sr(capsys, tmp_path, rng):
+    # Population T = 2: SR by the released script ends at A_SR - mean_t U_t0 U_t0^T, where U_t0
+    # are lora-ml-gd's initial adapters for the same seed (never updated); the correct SR does not.
+    fam = th.draw_family(8, 2, 1, rng)
+    path = tmp_path / "pop.npz"
+    save_family(path, fam)
+    out = {}
+    for method in ("sr-released", "sr", "lora-ml-gd"):
+        argv = ["solve", "--instance", str(path), "--method", method, "--seed", "3"]
+        report = _run_json(capsys, *argv, "--out", str(tmp_path / f"{method}.npz"))
+        with np.load(tmp_path / f"{method}.npz") as z:
+            out[method] = (report, dict(z))
+    U0 = 0.1 * np.random.default_rng(3).standard_normal((2, 8, 1))  # lora-ml-gd's first draw
+    bias = (U0 @ U0.transpose(0, 2, 1)).mean(0)
+    A_sr = out["sr"][1]["A_hat"]
+    np.testing.assert_allclose(out["sr-released"][1]["A_hat"], A_sr - bias, atol=1e-9)
+    assert np.linalg.norm(out["sr-released"][1]["A_hat"] - A_sr) > 0.1 * np.linalg.norm(bias)
+    report = out["sr-released"][0]
+    B = fam.targets() - U0 @ U0.transpose(0, 2, 1)  # its own objective: 1/2 sum ||B_t - mean B||^2
+    assert report["objective"] == pytest.approx(0.5 * np.sum((B - B.mean(0)) ** 2), rel=1e-9)
+    assert report["sr_objective"] > out["sr"][0]["objective"]  # SR's loss: worse than SR
+
+
 def _bad_files(tmp_path):
     d = tmp_path
     np.savez(d / "missing.npz", A_star=np.eye(3))

@@ -203,6 +203,23 @@ def test_committed_quick_claims():
     assert abs(_quick("rate")["slopes"][0] + 1) < 0.15
 
 
+def test_committed_vary_T_traces_the_papers_two_task_gap_to_the_released_sr():
+    d = _quick("vary-T")
+    i = list(d["values"]).index(2)
+    lim = {key: np.median(d[f"{key}_limit_by_rank"][i], axis=0) for key in
+           ("lora", "sr", "sr_released")}  # fmt: skip
+    noise_level = lim["sr"][2]
+    # rank 3k: correct SR and LoRA-ML share the noise-level limit (Corollary 1) ...
+    assert lim["lora"][2] == pytest.approx(noise_level, rel=0.5)
+    # ... the released script's SR (frozen random adapters) stays far above it ...
+    assert lim["sr_released"][2] > 10 * noise_level
+    assert np.all(d["sr_released_asymptote"][i] > 10 * d["sr_asymptote"][i])
+    # ... and LoRA-ML's advantage is its limit at ranks k and 2k.
+    assert lim["lora"][0] < 0.5 * lim["sr"][0] and lim["lora"][1] < 0.5 * lim["sr"][1]
+    numbers = json.loads((QUICK_DIR / "vary-T.json").read_text())["numbers"]
+    assert numbers["sr_released_limit_median"][i] > 10 * numbers["sr_limit_median"][i]
+
+
 # ---------------------------------------------------------------------------------------------
 # Cache, resumption, determinism across processes
 # ---------------------------------------------------------------------------------------------

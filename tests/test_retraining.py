@@ -42,6 +42,30 @@ def test_sr_gradient_descent_converges_to_the_closed_form(kind, rng):
     assert np.all(np.diff(res.losses) <= 1e-12)  # monotone for a small enough step
 
 
+@pytest.mark.parametrize("kind", ["population", "data"])
+def test_released_sr_converges_to_sr_biased_by_its_frozen_adapters(kind, rng):
+    # Fixed point of A <- A - lr mean_t G_t(A + P_t0): (sum_t C_t - P_t0 S_t)(sum_t S_t)^{-1},
+    # computed here independently by least squares on the data shifted by the frozen adapters.
+    fam = th.draw_family(6, 2, 1, rng)
+    q, X, Y = (
+        (fam.population(), None, None)
+        if kind == "population"
+        else _data_problem(fam, 500, 0.1, rng)
+    )
+    res = th.sr_released(q, 1, np.random.default_rng(4))
+    U0 = 0.1 * np.random.default_rng(4).standard_normal((2, 6, 1))  # lora_ml_paper_gd's first draw
+    np.testing.assert_array_equal(res.U, U0)
+    P0 = U0 @ np.swapaxes(U0, 1, 2)
+    if kind == "population":
+        expected = th.sr_closed_form(q) - P0.mean(0)
+    else:
+        shifted = [Yt - P @ Xt for Xt, Yt, P in zip(X, Y, P0, strict=True)]
+        Xp, Yp = np.concatenate(list(X), axis=1), np.concatenate(shifted, axis=1)
+        expected = np.linalg.lstsq(Xp.T, Yp.T, rcond=None)[0].T
+    np.testing.assert_allclose(res.A, expected, atol=1e-8)
+    assert np.linalg.norm(res.A - th.sr_closed_form(q)) > 0.5 * np.linalg.norm(P0.mean(0))
+
+
 # ---------------------------------------------------------------------------------------------
 # LoRA-ML fast solver
 # ---------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from loraml.theory.retraining import (
     solve_lora_ml,
     sr_closed_form,
     sr_gd,
+    sr_released,
 )
 
 __all__ = [
@@ -64,4 +65,5 @@ __all__ = [
     "solve_lora_ml",
     "sr_closed_form",
     "sr_gd",
+    "sr_released",
 ]

@@ -19,7 +19,7 @@ import numpy as np
 from loraml.theory.io import Instance, InstanceError, load_instance, write_npz
 from loraml.theory.metrics import adapter_errors, base_error
 from loraml.theory.objectives import lora_ml_loss
-from loraml.theory.retraining import lora_ml_paper_gd, solve_lora_ml, sr_closed_form
+from loraml.theory.retraining import lora_ml_paper_gd, solve_lora_ml, sr_closed_form, sr_released
 
 
 @dataclass
@@ -74,6 +74,13 @@ def _lora_ml_gd(inst: Instance, k: int | None, rng: np.random.Generator) -> Solu
     return Solution(res.A, res.U, objective, len(res.losses) - 1, res.seconds)
 
 
+def _sr_released(inst: Instance, k: int | None, rng: np.random.Generator) -> Solution:
+    """SR as the released script trains it (frozen random adapters; seeded like lora-ml-gd)."""
+    res = sr_released(inst.q, _need_rank(k), rng)
+    extra = {"sr_objective": float(inst.q.losses(res.A).sum())}  # without the frozen adapters
+    return Solution(res.A, None, float(res.losses[-1]), len(res.losses) - 1, res.seconds, extra)
+
+
 def _convex(relaxation: str) -> Callable[[Instance, int | None, np.random.Generator], Solution]:
     """Wrap a relaxation of :mod:`loraml.theory.convex` (no rank needed; cvxpy imported on use)."""
 
@@ -97,6 +104,7 @@ METHODS: dict[str, Callable[[Instance, int | None, np.random.Generator], Solutio
     "sr": _sr,
     "lora-ml": _lora_ml,
     "lora-ml-gd": _lora_ml_gd,
+    "sr-released": _sr_released,
     "convex-nuclear": _convex("nuclear_relaxation"),
     "convex-sdp": _convex("sdp_relaxation"),
 }

@@ -100,6 +100,77 @@ def sr_gd(
     return GDResult(A, losses=losses, seconds=time.perf_counter() - start)
 
 
+def sr_released(
+    q: Quadratics,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    steps: int = 3000,
+    lr: float = 0.03,
+    init_std: float = 0.1,
+) -> GDResult:
+    r"""SR as the paper's released linear script trains it: frozen random adapters left in.
+
+    The released script (github.com/jacob-block/peft-ml, behind the linear figures of
+    arXiv 2410.22264 v1) trains its SR baseline in the LoRA-ML model with the ``T`` adapters
+    drawn, ``U_t0`` entries ``N(0, init_std^2)``, and never updated, so every step is
+    ``A <- A - lr (1/T) sum_t G_t(A + U_t0 U_t0^T)``. Its fixed point solves
+    ``sum_t ((A + P_t0) S_t - C_t) = 0``, ``P_t0 = U_t0 U_t0^T``::
+
+        A_released = (sum_t C_t - P_t0 S_t) (sum_t S_t)^{-1}
+                   = A_SR - mean_t P_t0                       (population, S_t = I)
+
+    i.e. SR's solution (:func:`sr_closed_form`) biased by the mean of the frozen adapters; GD
+    converges to it for ``lr < 2 / lambda_max(mean_t S_t)``. The adapters are drawn exactly as
+    :func:`lora_ml_paper_gd` draws its initial ``U_t`` (first draw from ``rng``), so the same seed
+    gives both methods the same start. This reproduces a defect of the released code; the correct
+    SR is :func:`sr_gd` / :func:`sr_closed_form`.
+
+    Parameters
+    ----------
+    q : Quadratics
+        T task losses of dimension d.
+    k : int
+        Rank of the frozen adapters.
+    rng : numpy.random.Generator
+        Draws the frozen adapters.
+    steps : int
+        Gradient steps on ``A`` (the released script: 3000).
+    lr : float
+        Step size (0.03).
+    init_std : float
+        Standard deviation of the adapter entries (0.1).
+
+    Returns
+    -------
+    GDResult
+        ``A`` the trained base, ``U`` the frozen adapters ``U_t0``; ``losses[i]`` is
+        ``sum_t f_t(A + U_t0 U_t0^T)`` (the objective the script descends) after i steps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import Quadratics, draw_family, sr_closed_form
+    >>> fam = draw_family(6, 2, 1, np.random.default_rng(0))
+    >>> q = Quadratics.population(fam.targets())
+    >>> res = sr_released(q, 1, np.random.default_rng(1))
+    >>> P0 = res.U @ np.swapaxes(res.U, 1, 2)
+    >>> bool(np.allclose(res.A, sr_closed_form(q) - P0.mean(0), atol=1e-10))
+    True
+    """
+    start = time.perf_counter()
+    T, d = q.T, q.d
+    U0 = init_std * rng.standard_normal((T, d, k))
+    P0 = U0 @ np.swapaxes(U0, 1, 2)
+    A = np.zeros((q.C.shape[1], d))
+    losses = np.empty(steps + 1)
+    for i in range(steps):
+        losses[i] = q.losses(A + P0).sum()
+        A = A - lr * q.grads(A + P0).mean(0)
+    losses[steps] = q.losses(A + P0).sum()
+    return GDResult(A, U0, losses=losses, seconds=time.perf_counter() - start)
+
+
 # ---------------------------------------------------------------------------------------------
 # LoRA-ML: the paper's gradient-descent schedule
 # ---------------------------------------------------------------------------------------------
