@@ -86,6 +86,24 @@ def test_t2_family_passes_through_the_truth_and_is_continuous(rng):
     assert np.linalg.norm(A_other - A_c) > 1e-3 * np.linalg.norm(fam.A_star)  # distinct minima
 
 
+def test_t2_family_rank_is_twice_the_rank_of_C_and_the_family_is_unbounded(rng):
+    k, d = 3, 9
+    fam = th.draw_family(d, 2, k, rng)
+    scale = np.linalg.norm(fam.A_star, 2)
+    for rank_C in range(k + 1):  # rank(A_hat - A*) = 2 rank(C), not 2k for every C != 0
+        C = 0.5 * np.linalg.qr(rng.standard_normal((k, k)))[0][:, :rank_C] @ np.eye(rank_C, k)
+        A_hat, _ = t2_global_minimum(fam.A_star, fam.U_star, C)
+        s = np.linalg.svd(A_hat - fam.A_star, compute_uv=False)
+        assert int(np.sum(s > 1e-9 * scale)) == 2 * rank_C
+    # ||C||_2 -> 1: the error grows like 1 / (1 - ||C||_2), without bound.
+    C = _C(rng, k, 1.0)
+    err = [
+        np.linalg.norm(t2_global_minimum(fam.A_star, fam.U_star, (1 - eps) * C)[0] - fam.A_star)
+        for eps in (1e-2, 1e-4)
+    ]
+    assert err[1] > 50 * err[0]
+
+
 def test_t2_family_rejects_bad_parameters(rng):
     fam = th.draw_family(6, 2, 1, rng)
     with pytest.raises(ValueError, match="spectral norm < 1"):
@@ -99,6 +117,25 @@ def test_t2_family_rejects_bad_parameters(rng):
 # ---------------------------------------------------------------------------------------------
 # Hessian eigenvalues from Hessian-vector products
 # ---------------------------------------------------------------------------------------------
+def test_rotation_symmetry_gives_zero_hessian_eigenvalues_only_at_stationary_points(rng):
+    # U_t -> U_t Q_t: Hess F [U_t Omega] = grad_{U_t} F Omega, zero only where the gradient is.
+    d, T, k = 8, 3, 2
+    fam = th.draw_family(d, T, k, rng)
+    q = fam.population()
+
+    def n_zero(A, U):
+        op = hessian_operator(q, A, U)
+        H = op.matmat(np.eye(op.shape[0]))
+        w = np.abs(np.linalg.eigvalsh(0.5 * (H + H.T)))
+        return int(np.sum(w < 1e-8 * w.max()))
+
+    res = th.solve_lora_ml(q, k)  # the global minimum, stationary (T = 3, identifiable)
+    assert n_zero(res.A, res.U) == T * k * (k - 1) // 2
+    A_off = res.A + 0.1 * rng.standard_normal((d, d))  # same full-rank adapters, not stationary
+    assert lora_ml_grad_norm(q, A_off, res.U) > 0.1
+    assert n_zero(A_off, res.U) == 0
+
+
 def test_hessian_operator_is_symmetric_and_lanczos_agrees_with_dense(rng):
     fam = th.draw_family(6, 3, 2, rng)
     q = fam.population()

@@ -488,7 +488,8 @@ def check_theorem3(
 def _local_minimum_evidence(q: Quadratics, k: int, p, rng: np.random.Generator) -> dict:
     """Is a spurious point a local minimum? Hessian beyond the symmetry, and perturb + re-solve.
 
-    ``U_t -> U_t Q_t`` gives ``T k(k-1)/2`` zero Hessian eigenvalues; the next one, relative to
+    ``U_t -> U_t Q_t`` gives ``T k(k-1)/2`` zero Hessian eigenvalues at a stationary point (see
+    :mod:`loraml.theory.landscape`); the next one, relative to
     ``lambda_max``, is ``eigenvalue_after_symmetry`` (> 0: strict local minimum modulo the
     symmetry). Three re-solves from ``U + 1e-3 ||U|| xi`` return ``resolve_min_over_loss``
     (1.0: every one came back to the same value, none went lower).

@@ -13,9 +13,12 @@
   (global minimum, saddle, spurious local minimum), :func:`search_stationary_points`, and an
   L-BFGS finish for slow first-order runs, :func:`polish`.
 
-Symmetry: ``U_t -> U_t Q_t`` (Q_t orthogonal) leaves F unchanged, so the Hessian has
-``T k(k-1)/2`` zero eigenvalues at every point with full-rank adapters; "no negative curvature"
-means ``lambda_min >= -tol``, never ``> 0``.
+Symmetry: ``U_t -> U_t Q_t`` (Q_t orthogonal) leaves F unchanged. Differentiating
+``grad F(U Q) = grad F(U) Q`` along ``Q = exp(s Omega)`` (Omega antisymmetric) gives
+``Hess F [U_t Omega] = grad_{U_t} F Omega``: the ``T k(k-1)/2`` orbit directions ``U_t Omega`` are
+zero-curvature (null) directions of the Hessian at *stationary* points with full-rank adapters,
+not at a general point, where they carry curvature of the size of the gradient. So at a stationary
+point "no negative curvature" means ``lambda_min >= -tol``, never ``> 0``.
 """
 
 from __future__ import annotations
@@ -51,9 +54,15 @@ def t2_global_minimum(
         Q_1 = G - U_2* U_2*^T,   Q_2 = G - U_1* U_1*^T,   A_hat = A* + U_1* U_1*^T + U_2* U_2*^T - G
 
     are a zero-loss point: ``A_hat + Q_t = A_t*``, and each ``Q_t`` is PSD of rank k because
-    ``E_s^T H^{-1} E_s = I`` makes ``H - E_s E_s^T`` a Schur complement of rank k. ``C = 0`` gives
-    ``A_hat = A*``; for ``C != 0`` generically ``rank(A_hat - A*) = 2k`` (the bound of Theorem 2
-    is attained), and the family is continuous in C (k^2 parameters).
+    ``E_s^T H^{-1} E_s = I`` makes ``H - E_s E_s^T`` a Schur complement of rank k.
+
+    Rank: ``A_hat - A* = W (I - H) W^T`` and ``I - H = H (H^{-1} - I)`` with
+    ``H^{-1} - I = [[0, C], [C^T, 0]]``, whose rank is ``2 rank(C)``; W has full column rank, so
+    ``rank(A_hat - A*) = 2 rank(C)``: 0 for ``C = 0`` (``A_hat = A*``), 2k for invertible C (the
+    bound of Theorem 2 is attained). The family is continuous in C (k^2 parameters) and unbounded:
+    ``H^{-1}`` has eigenvalues ``1 +- sigma_i(C)``, so ``||A_hat - A*||`` grows like
+    ``1 / (1 - ||C||_2)`` and the condition number of ``H^{-1}``,
+    ``(1 + ||C||_2) / (1 - ||C||_2)``, degrades as ``||C||_2 -> 1``.
 
     Parameters
     ----------
