@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from loraml.figures import cache
-from loraml.figures.registry import FigureSpec, Run, RunResult, registry, run_rng
+from loraml.figures.registry import registry
+from loraml.figures.spec import FigureSpec, Run, RunResult, run_rng
 
 DEFAULT_OUT = Path("figures") / "output"
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 import loraml.theory as th
-from loraml.figures.registry import FigureSpec, Run, RunResult
+from loraml.figures.spec import FigureSpec, Run, RunResult
 
 # The paper's retraining schedule and fine-tuning step (PAPER.md section 3).
 PAPER = {

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 import loraml.theory as th
-from loraml.figures.registry import FigureSpec, Run, RunResult
+from loraml.figures.spec import FigureSpec, Run, RunResult
 from loraml.theory.adaptation import sr_floor, sr_floor_prediction
 
 RECOVERY_RTOL = 1e-4  # ||A_hat - A*||_F / ||A*||_F below this counts as recovering A*

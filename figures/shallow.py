@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from loraml.figures.linear import finetune_rank  # k, or 3k when T = 2, as in the linear sweeps
-from loraml.figures.registry import FigureSpec, Run, RunResult
+from loraml.figures.spec import FigureSpec, Run, RunResult
 
 PAPER = {
     "base": {"d": 10, "T": 3, "N": 1000, "n": 100, "k": 1},
