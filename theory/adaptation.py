@@ -24,7 +24,9 @@ import numpy as np
 from loraml.theory.family import sample_task_data
 from loraml.theory.finetune import finetune_closed_form
 from loraml.theory.objectives import Quadratics, excess_loss
+from loraml.theory.reprs import compact_repr
 from loraml.theory.retraining import sr_closed_form
+from loraml.theory.rng import RNGLike, as_generator
 
 
 def finetune_excess_risk(
@@ -33,7 +35,7 @@ def finetune_excess_risk(
     r: int,
     n: int,
     noise_std: float,
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     reps: int = 1,
 ) -> np.ndarray:
@@ -56,7 +58,7 @@ def finetune_excess_risk(
         Fine-tuning samples per repetition.
     noise_std : float
         Noise standard deviation ``s``.
-    rng : numpy.random.Generator
+    rng : int, numpy.random.Generator or None
     reps : int
         Independent repetitions (fresh samples each).
 
@@ -64,6 +66,7 @@ def finetune_excess_risk(
     -------
     ndarray, shape (reps,)
     """
+    rng = as_generator(rng)
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
     out = np.empty(reps)
@@ -169,6 +172,9 @@ class PowerLaw:
     slope: float
     constant: float
     constant_at_minus_one: float
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
 
 def fit_power_law(ns: np.ndarray, values: np.ndarray) -> PowerLaw:

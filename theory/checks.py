@@ -46,7 +46,9 @@ from loraml.theory.landscape import (
 )
 from loraml.theory.metrics import adapter_errors, base_error
 from loraml.theory.objectives import Quadratics, lora_ml_grad_norm, lora_ml_loss
+from loraml.theory.reprs import compact_repr
 from loraml.theory.retraining import solve_lora_ml, sr_closed_form
+from loraml.theory.rng import RNGLike, as_generator
 
 _TINY = 1e-300
 
@@ -90,6 +92,9 @@ class CheckResult:
     numbers: dict = field(default_factory=dict)
     failures: list = field(default_factory=list)
     artifacts: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
     def to_json(self) -> dict:
         """The JSON object of ``loraml verify --json`` (artifacts left out)."""
@@ -187,7 +192,7 @@ def _measurement(
 # Instances
 # ---------------------------------------------------------------------------------------------
 def draw_generic_family(
-    rng: np.random.Generator,
+    rng: RNGLike,
     d: int,
     T: int,
     k: int,
@@ -201,6 +206,7 @@ def draw_generic_family(
     (Gaussian factors are generic almost surely; the margin keeps numerical ranks meaningful).
     Requires ``k (T + 1) <= d``.
     """
+    rng = as_generator(rng)
     if k * (T + 1) > d:
         raise ValueError(f"genericity needs k(T+1) <= d, got k={k}, T={T}, d={d}")
     for _ in range(tries):
@@ -211,9 +217,10 @@ def draw_generic_family(
 
 
 def random_sizes(
-    rng: np.random.Generator, T_range: tuple[int, int], k_range: tuple[int, int], extra: int
+    rng: RNGLike, T_range: tuple[int, int], k_range: tuple[int, int], extra: int
 ) -> tuple[int, int, int]:
     """Draw ``(d, T, k)`` with T, k uniform in the ranges and ``d = k(T+1) + U{0..extra}``."""
+    rng = as_generator(rng)
     T = int(rng.integers(T_range[0], T_range[1] + 1))
     k = int(rng.integers(k_range[0], k_range[1] + 1))
     return k * (T + 1) + int(rng.integers(0, extra + 1)), T, k
@@ -241,7 +248,7 @@ def _desc(fam: TaskFamily, i: int) -> str:
 # 1. Theorem 1
 # ---------------------------------------------------------------------------------------------
 def check_theorem1(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     instances: int = 20,
     families: Sequence[TaskFamily] | None = None,
@@ -255,6 +262,7 @@ def check_theorem1(
     for ``A_SR - A*`` and likewise with ``k(T+1)`` for the test residual.
     Random instances: T in 1..5, k in 1..3, ``d = k(T+1) + 0..6``.
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     tally = _Tally()
     for i, fam in enumerate(_families(rng, families, instances, (1, 5), (1, 3), 6)):
@@ -284,7 +292,7 @@ def check_theorem1(
 # 2. Corollary 1
 # ---------------------------------------------------------------------------------------------
 def check_corollary1(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     instances: int = 20,
     families: Sequence[TaskFamily] | None = None,
@@ -306,6 +314,7 @@ def check_corollary1(
     U_{T+1}*^T||_F^2``; reported as ``numbers["floor_rank_k_by_T"]`` (mean, min, max over
     ``reps_for_T`` families; 0 skips the measurement).
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     tally = _Tally()
     for i, fam in enumerate(_families(rng, families, instances, (1, 5), (1, 3), 6)):
@@ -358,7 +367,7 @@ def _spectral_ball(rng: np.random.Generator, k: int, radius: float) -> np.ndarra
 
 
 def check_theorem2(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     instances: int = 10,
     starts: int = 5,
@@ -377,6 +386,7 @@ def check_theorem2(
     (pairwise ``||A(C) - A(C')||_F >= 1e-3 ||A*||_F``) and the map is continuous
     (``||A(C + hE) - A(C)|| / h`` agrees at ``h = 1e-5`` and ``1e-6`` within 1 %).
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     tally = _Tally()
     rank2k = {"T=2": [], "T=3": []}
@@ -441,7 +451,7 @@ def check_theorem2(
 # 4 and 6. Theorem 3 and the T >= 3 landscape
 # ---------------------------------------------------------------------------------------------
 def check_theorem3(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     instances: int = 10,
     starts: int = 5,
@@ -456,6 +466,7 @@ def check_theorem3(
     from ``A_hat`` reaches ``<= 1e-12 L0`` on the test task. Starts that end elsewhere are
     counted in ``numbers`` (see :func:`check_spurious` for the landscape).
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     tally = _Tally()
     kinds: dict[str, int] = {}
@@ -508,7 +519,7 @@ def _local_minimum_evidence(q: Quadratics, k: int, p, rng: np.random.Generator) 
 
 
 def check_spurious(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     instances: int = 10,
     starts: int = 10,
@@ -534,6 +545,7 @@ def check_spurious(
     minimum: the first Hessian eigenvalue beyond the rotation symmetry and the value that three
     re-solves from small perturbations return, see :func:`_local_minimum_evidence`).
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     counts: dict[str, dict[str, dict[str, int]]] = {}
     artifacts: dict = {}
@@ -610,7 +622,7 @@ def check_spurious(
 # 5. Theorem 4
 # ---------------------------------------------------------------------------------------------
 def check_theorem4(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     instances: int = 5,
     starts: int = 5,
@@ -637,6 +649,7 @@ def check_theorem4(
       ``pgd_slow_runs_polished``; the relative distance L-BFGS moved, which can be large along the
       flat family of T = 2 minima, is reported).
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     tally = _Tally()
     steps, kicks, unconverged, slow, distances = [], [], 0, 0, []
@@ -701,7 +714,7 @@ def check_theorem4(
 # 7. Adaptation rate
 # ---------------------------------------------------------------------------------------------
 def check_rate(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     instances: int = 3,
     d: int = 10,
@@ -725,6 +738,7 @@ def check_rate(
     largest n against its floor (Corollary 1); SR's rank-k(T+1) risk against LoRA-ML's rank-k
     risk and against the predicted variance ratio ``K(2d-K) / (k(2d-k))``, ``K = k(T+1)``.
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     tally = _Tally()
     ns = np.asarray(ns)
@@ -776,7 +790,7 @@ def check_rate(
 # 8. Finite-sample retraining
 # ---------------------------------------------------------------------------------------------
 def check_retraining(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     reps: int = 5,
     d: int = 8,
@@ -792,6 +806,7 @@ def check_retraining(
     least-squares order ``s^2 d^2 / (N T)``. SR's base error is reported for contrast (biased:
     it does not shrink with N).
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     table = {}
     for T in Ts:
@@ -828,7 +843,7 @@ def check_retraining(
 # 9. Convex relaxations
 # ---------------------------------------------------------------------------------------------
 def check_convex(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     reps: int = 3,
     grid: Sequence[tuple[int, int, int]] | None = None,
@@ -847,6 +862,7 @@ def check_convex(
     ``A*`` is feasible for both, so the nuclear objective must be ``<= sum_t ||P_t||_*`` and the
     SDP's trace ``>= tr(A*)`` (each within ``1e-6`` relative). It is not a claim of the paper.
     """
+    rng = as_generator(rng)
     from loraml.theory.convex import nuclear_relaxation, sdp_relaxation
 
     start = time.perf_counter()
@@ -902,7 +918,7 @@ def check_convex(
 # ---------------------------------------------------------------------------------------------
 # 10. Beyond the assumptions
 # ---------------------------------------------------------------------------------------------
-def check_beyond(rng: np.random.Generator, *, reps: int = 3) -> CheckResult:
+def check_beyond(rng: RNGLike, *, reps: int = 3) -> CheckResult:
     r"""Measurement: LoRA-ML outside the theory's assumptions.
 
     Three settings, ``reps`` families each, population losses:
@@ -921,6 +937,7 @@ def check_beyond(rng: np.random.Generator, *, reps: int = 3) -> CheckResult:
     to ``1/2 ||A_test* - A_hat||_F^2``. Asymmetric adapters are also solved from 5 random starts
     (:func:`loraml.theory.landscape.random_start` scale) and the best run's recovery is reported.
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     settings = {
         "crowded_d6_T4_k2": dict(d=6, T=4, k=2, perturbation="psd", asym=[False]),
@@ -978,7 +995,7 @@ def check_beyond(rng: np.random.Generator, *, reps: int = 3) -> CheckResult:
 def check_instance_recovery(
     q: Quadratics,
     k: int,
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     A_star: np.ndarray | None = None,
     starts: int = 5,
@@ -992,6 +1009,7 @@ def check_instance_recovery(
     :func:`loraml.theory.landscape.search_stationary_points`. Reports
     each method's objective and, when ``A_star`` is known, ``||A_hat - A*||_F / ||A*||_F``.
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     bases = {
         "sr": sr_closed_form(q),

@@ -33,6 +33,7 @@ import numpy as np
 
 from loraml.theory.linalg import psd_sqrt, sym
 from loraml.theory.objectives import Quadratics
+from loraml.theory.reprs import compact_repr
 
 #: Largest d solved with Clarabel by default; SCS beyond (project rule: SCS beyond 30 x 30).
 CLARABEL_MAX_D = 30
@@ -67,6 +68,9 @@ class ConvexResult:
     solver: str
     penalty: float | None
     seconds: float
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
     @property
     def ok(self) -> bool:

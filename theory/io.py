@@ -18,6 +18,7 @@ import numpy as np
 
 from loraml.theory.family import TaskFamily
 from loraml.theory.objectives import Quadratics
+from loraml.theory.reprs import compact_repr
 
 
 class InstanceError(ValueError):
@@ -48,6 +49,9 @@ class Instance:
     U_star: np.ndarray | None
     V_star: np.ndarray | None
     kind: str
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
 
 def _array(z: np.lib.npyio.NpzFile, key: str, ndim: int) -> np.ndarray:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from loraml.theory.reprs import compact_repr
+
 
 def _t(M: np.ndarray) -> np.ndarray:
     return np.swapaxes(M, -1, -2)
@@ -55,6 +57,9 @@ class Quadratics:
     C: np.ndarray
     c: np.ndarray
     N: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
     # -- constructors -------------------------------------------------------------------------
     @classmethod

@@ -20,6 +20,8 @@ from loraml.theory.objectives import (
     lora_ml_grad_norm,
     lora_ml_loss,
 )
+from loraml.theory.reprs import compact_repr
+from loraml.theory.rng import RNGLike, as_generator
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,6 +70,9 @@ class GDResult:
     losses: np.ndarray = field(default_factory=lambda: np.empty(0))
     seconds: float = 0.0
 
+    def __repr__(self) -> str:
+        return compact_repr(self)
+
 
 def sr_gd(
     q: Quadratics, *, steps: int = 3000, lr: float = 0.03, A0: np.ndarray | None = None
@@ -106,7 +111,7 @@ def sr_gd(
 def lora_ml_paper_gd(
     q: Quadratics,
     k: int,
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     rounds: int = 3000,
     inner: int = 10,
@@ -129,7 +134,7 @@ def lora_ml_paper_gd(
         T task losses of dimension d.
     k : int
         Adapter rank.
-    rng : numpy.random.Generator
+    rng : int, numpy.random.Generator or None
         Draws the initial adapters (the paper's scripts were unseeded).
     rounds, inner : int
         The paper uses 3000 rounds of 10 inner steps.
@@ -145,6 +150,7 @@ def lora_ml_paper_gd(
     GDResult
         ``losses[i]`` is ``F`` after i rounds (``rounds + 1`` values).
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     T, d = q.T, q.d
     A = np.zeros((q.C.shape[1], d))
@@ -205,6 +211,9 @@ class LoraMLResult:
     converged: bool
     message: str
     history: np.ndarray
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
 
 class _Problem:
