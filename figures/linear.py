@@ -59,6 +59,7 @@ def finetune_rank(T: int, k: int) -> int:
 def plotted_loss(q1: th.Quadratics, target: np.ndarray, M: np.ndarray) -> float:
     """The paper's test-task loss ``sum_i ||(target - M) x_i||^2`` over the task's inputs."""
     D = target - M
+    assert q1.N is not None and q1.S is not None  # finite-sample quadratics (from data)
     return float(q1.N[0] * np.sum((D @ q1.S[0]) * D))
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from loraml.theory.family import sample_task_data
 from loraml.theory.finetune import finetune_closed_form
@@ -177,7 +178,7 @@ class PowerLaw:
         return compact_repr(self)
 
 
-def fit_power_law(ns: np.ndarray, values: np.ndarray) -> PowerLaw:
+def fit_power_law(ns: ArrayLike, values: ArrayLike) -> PowerLaw:
     """Fit ``values ~ constant * ns^slope`` by least squares on ``log values``.
 
     Parameters

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -363,7 +364,7 @@ def check_corollary1(
 # ---------------------------------------------------------------------------------------------
 def _spectral_ball(rng: np.random.Generator, k: int, radius: float) -> np.ndarray:
     C = rng.standard_normal((k, k))
-    return radius * C / max(np.linalg.norm(C, 2), _TINY)
+    return radius * C / max(float(np.linalg.norm(C, 2)), _TINY)
 
 
 def check_theorem2(
@@ -389,7 +390,7 @@ def check_theorem2(
     rng = as_generator(rng)
     start = time.perf_counter()
     tally = _Tally()
-    rank2k = {"T=2": [], "T=3": []}
+    rank2k: dict[str, list[bool]] = {"T=2": [], "T=3": []}
     for i, fam in enumerate(_families(rng, families, instances, (2, 3), (1, 2), 4)):
         tally.instances += 1
         q, k, d = fam.population(), fam.k, fam.d
@@ -721,7 +722,7 @@ def check_rate(
     T: int = 3,
     k: int = 1,
     noise_std: float = 0.1,
-    ns: Sequence[int] = (100, 200, 400, 800, 1600),
+    ns: Sequence[int] | np.ndarray = (100, 200, 400, 800, 1600),
     reps: int = 40,
     families: Sequence[TaskFamily] | None = None,
 ) -> CheckResult:
@@ -880,7 +881,7 @@ def check_convex(
     table = {}
     for name, fams in cells.items():
         rec = {"nuclear": 0, "sdp": 0, "lora_ml": 0}
-        errs = {"nuclear": [], "sdp": [], "lora_ml": []}
+        errs: dict[str, list[float]] = {"nuclear": [], "sdp": [], "lora_ml": []}
         for fam in fams:
             tally.instances += 1
             q = fam.population()
@@ -939,7 +940,7 @@ def check_beyond(rng: RNGLike, *, reps: int = 3) -> CheckResult:
     """
     rng = as_generator(rng)
     start = time.perf_counter()
-    settings = {
+    settings: dict[str, dict[str, Any]] = {
         "crowded_d6_T4_k2": dict(d=6, T=4, k=2, perturbation="psd", asym=[False]),
         "crowded_d6_T5_k3": dict(d=6, T=5, k=3, perturbation="psd", asym=[False]),
         "general_UV_d12_T3_k1": dict(d=12, T=3, k=1, perturbation="general", asym=[False, True]),

@@ -187,7 +187,7 @@ def nuclear_relaxation(
     if exact:
         B = q.least_squares()
         problem = cp.Problem(cp.Minimize(sum(cp.normNuc(B[t] - A) for t in range(T))))
-        D_vars = None
+        D_vars: list[cp.Variable] = []  # no deviation variables: the fit is exact
     else:
         lam = _penalty(q, penalty)
         D_vars = [cp.Variable((d_out, d)) for _ in range(T)]

@@ -241,6 +241,8 @@ def lora_ml_hvp(
         dM = dA[None] + dU @ _t(U) + U @ _t(dU)
         dG = q.times_S(dM)
         return dG.sum(0), (dG + _t(dG)) @ U + (G + _t(G)) @ dU
+    if dV is None:
+        raise ValueError("dV is required with asymmetric adapters (V given)")
     dM = dA[None] + dU @ _t(V) + U @ _t(dV)
     dG = q.times_S(dM)
     return dG.sum(0), dG @ V + G @ dV, _t(dG) @ U + _t(G) @ dU

@@ -253,7 +253,9 @@ class _Problem:
         return self.fun(x)[0]
 
 
-def _am_step(B: np.ndarray, A: np.ndarray, k: int, asymmetric: bool) -> tuple[np.ndarray, ...]:
+def _am_step(
+    B: np.ndarray, A: np.ndarray, k: int, asymmetric: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Best adapters for fixed A when ``S_t = I``: truncations of ``B_t - A`` (exact there)."""
     if asymmetric:
         pairs = [low_rank_factors(b - A, k) for b in B]
@@ -269,7 +271,7 @@ def solve_lora_ml(
     tol: float = 1e-12,
     max_iter: int = 5000,
     am_iter: int = 200,
-    init: tuple[np.ndarray, ...] | None = None,
+    init: tuple[np.ndarray | None, ...] | None = None,
     compress: bool = True,
 ) -> LoraMLResult:
     r"""LoRA-ML retraining, fast: alternating minimisation, then quasi-Newton polish.
@@ -317,7 +319,8 @@ def solve_lora_ml(
     am_iter : int
         Cap on alternating-minimisation sweeps.
     init : tuple (A, U) or (A, U, V), optional
-        Start instead of the spectral one (for landscape studies).
+        Start instead of the spectral one (for landscape studies). ``A`` is not used (the start's
+        A is the best one for its adapters) and may be None.
     compress : bool
         Allow the subspace reduction described above.
 
@@ -340,7 +343,8 @@ def solve_lora_ml(
     if init is None:
         U, V = _am_step(B, sr_closed_form(q), k, asymmetric)
     else:
-        U, V = init[1].astype(float), (init[2].astype(float) if asymmetric else None)
+        U = np.asarray(init[1], dtype=float)
+        V = np.asarray(init[2], dtype=float) if asymmetric else None
     A = prob.best_A(U, V)
     history = [lora_ml_loss(q, A, U, V)]
 
