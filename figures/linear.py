@@ -25,6 +25,7 @@ import numpy as np
 
 import loraml.theory as th
 from loraml.figures.spec import FigureSpec, Run, RunResult
+from loraml.theory.rng import RNGLike, as_generator
 
 # The paper's retraining schedule and fine-tuning step (PAPER.md section 3).
 PAPER = {
@@ -64,7 +65,7 @@ def plotted_loss(q1: th.Quadratics, target: np.ndarray, M: np.ndarray) -> float:
 
 
 def sweep_run(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     d: int,
     T: int,
@@ -84,6 +85,7 @@ def sweep_run(
     points: int,
 ) -> RunResult:
     """One run of a linear sweep (module docstring); curves kept at ``points`` iterations."""
+    rng = as_generator(rng)
     fam = th.draw_family(d, T, k, rng)
     q = th.Quadratics.from_data(*th.sample_family_data(fam.targets(), N, noise_std, rng))
     target = fam.test_targets()[0]

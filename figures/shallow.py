@@ -25,6 +25,7 @@ import numpy as np
 
 from loraml.figures.linear import finetune_rank  # k, or 3k when T = 2, as in the linear sweeps
 from loraml.figures.spec import FigureSpec, Run, RunResult
+from loraml.theory.rng import RNGLike, as_generator
 
 PAPER = {
     "base": {"d": 10, "T": 3, "N": 1000, "n": 100, "k": 1},
@@ -46,7 +47,7 @@ def _uniform(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> n
 
 
 def shallow_run(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     d: int,
     T: int,
@@ -61,6 +62,7 @@ def shallow_run(
     points: int,
 ) -> RunResult:
     """All trials of one setting (module docstring); curves kept at ``points`` epochs."""
+    rng = as_generator(rng)
     import torch
 
     torch.set_num_threads(1)

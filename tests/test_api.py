@@ -92,6 +92,19 @@ def test_public_functions_take_an_int_seed_a_generator_or_none(name):
     assert g.bit_generator.state != np.random.default_rng(0).bit_generator.state
 
 
+def test_figure_runs_take_a_seed_too():
+    from loraml.figures import linear, ours, shallow
+
+    for mod in (linear, ours, shallow):
+        for name, fn in inspect.getmembers(mod, inspect.isfunction):
+            if name.endswith("_run") and fn.__module__ == mod.__name__:
+                annotation = inspect.signature(fn).parameters["rng"].annotation
+                assert annotation in ("RNGLike", RNGLike), (name, annotation)
+    by_seed = ours.spectrum_run(4, d=6, T=2, k=1, instances=1)["sv"]
+    by_gen = ours.spectrum_run(np.random.default_rng(4), d=6, T=2, k=1, instances=1)["sv"]
+    np.testing.assert_array_equal(by_seed, by_gen)
+
+
 # ---------------------------------------------------------------------------------------------
 # Result objects print as one short line of shapes and key numbers
 # ---------------------------------------------------------------------------------------------
