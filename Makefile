@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-slow reproduce lint format bench clean
+.PHONY: test test-slow reproduce lint typecheck format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,13 +15,21 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# mypy on the package as installed: build/typecheck/loraml links to loraml/*.py and to the theory/,
+# figures/ and empirical/ folders (setuptools maps them into loraml; mypy cannot follow that map).
+typecheck: $(STAMP)
+	rm -rf build/typecheck && mkdir -p build/typecheck/loraml
+	ln -s $(CURDIR)/loraml/*.py $(CURDIR)/loraml/py.typed build/typecheck/loraml/
+	for d in theory figures empirical; do ln -s $(CURDIR)/$$d build/typecheck/loraml/$$d; done
+	$(PY) -m mypy
+
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
 # Fast, offline, deterministic (hypothesis profile "ci"); slow checks are deselected.
 # One BLAS thread: the tests use small matrices, where threads only contend (2-core machine).
-test: lint
+test: lint typecheck
 	OPENBLAS_NUM_THREADS=1 HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q
 
 # Thorough property tests with many more examples, and the slow checks.
@@ -37,4 +45,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_solvers.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis build *.egg-info

@@ -28,6 +28,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -751,7 +752,7 @@ def load_tasks(
     if test_path is not None:
         if path is None:
             raise ValueError("test_path= needs path= (the file of the retraining tasks)")
-        common = {
+        common: dict[str, Any] = {
             "n_candidates": n_candidates,
             "seed": seed,
             "eval_dialogues": eval_dialogues,
@@ -769,10 +770,10 @@ def load_tasks(
             persona_map=test_persona_map,
             **common,
         )
-        info = {"source": source, "retrain": first.info, "test": second.info}
+        info: dict = {"source": source, "retrain": first.info, "test": second.info}
         return TaskSplit(retrain=first.retrain, test=second.test, info=info)
     targets = None
-    info: dict = {"source": source if kind != "chitchat" else f"chitchat:{by or 'prompt'}"}
+    info = {"source": source if kind != "chitchat" else f"chitchat:{by or 'prompt'}"}
     if kind == "convai2":
         dialogues, groups, more = _load_convai2(path, persona_map, persona_contractions)
         info.update(more)

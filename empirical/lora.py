@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 from torch import nn
@@ -160,7 +161,7 @@ def lora_delta(
 
 class _LoRADelta(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, rows, mask, a, b, scaling, keep):  # type: ignore[override]
+    def forward(ctx, rows, mask, a, b, scaling, keep):
         with torch.autocast(rows.device.type, enabled=False):
             a, b = a.to(rows.dtype), b.to(rows.dtype)
             # 1/keep is applied to the small (n, M, r) product, not the (n, M, in) input
@@ -173,7 +174,7 @@ class _LoRADelta(torch.autograd.Function):
             return torch.bmm(h, b.transpose(1, 2)) * scaling
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         rows, mask, a, b, h = ctx.saved_tensors
         if ctx.packed:
             mask = unpack_mask(mask)
@@ -256,7 +257,7 @@ def add_multitask_lora(
     """
     router = TaskRouter()
     for name in encoder_linear_names(encoder):
-        base = encoder.get_submodule(name)
+        base = cast(nn.Linear, encoder.get_submodule(name))  # a Linear, by encoder_linear_names
         _set_submodule(
             encoder,
             name,
@@ -272,5 +273,5 @@ def strip_multitask_lora(encoder: nn.Module) -> nn.Module:
     """
     wrapped = [n for n, m in encoder.named_modules() if isinstance(m, MultiTaskLoRALinear)]
     for name in wrapped:
-        _set_submodule(encoder, name, encoder.get_submodule(name).base)
+        _set_submodule(encoder, name, cast(MultiTaskLoRALinear, encoder.get_submodule(name)).base)
     return encoder

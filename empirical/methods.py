@@ -119,7 +119,7 @@ def build_finetune_model(
 
         config = LoraConfig(
             r=rank,
-            lora_alpha=alpha,
+            lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int; alpha / r as a float
             lora_dropout=dropout,
             target_modules=encoder_linear_names(encoder),
             bias="none",
@@ -185,7 +185,7 @@ def reptile_rounds(
         task = task_order.pop(0)
         batches = []
         for _ in range(inner_steps):
-            batch = []
+            batch: list[int] = []
             while len(batch) < min(batch_size, sizes[task]):
                 if not queues[task]:  # a fresh permutation, this batch's examples last
                     perm = rng.permutation(sizes[task]).tolist()

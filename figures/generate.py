@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from loraml import __version__
 from loraml.figures import cache
-from loraml.figures.registry import FigureSpec, Run, RunResult, registry, run_rng
+from loraml.figures.registry import registry
+from loraml.figures.spec import FigureSpec, Run, RunResult, run_rng
 
 DEFAULT_OUT = Path("figures") / "output"
 
@@ -197,6 +199,7 @@ def _finish(name: str, p: dict[str, Any], protocol: str) -> Outcome:
         "settings": p["settings"],
         "seed": spec.seed,
         "version": spec.version,
+        "loraml_version": __version__,
         "runs": len(p["runs"]),
         "compute_seconds": round(p["seconds"], 2),
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores",

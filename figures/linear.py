@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 import loraml.theory as th
-from loraml.figures.registry import FigureSpec, Run, RunResult
+from loraml.figures.spec import FigureSpec, Run, RunResult
+from loraml.theory.rng import RNGLike, as_generator
 
 # The paper's retraining schedule and fine-tuning step (arXiv 2410.22264 v1, released script).
 PAPER = {
@@ -68,11 +69,12 @@ def finetune_rank(T: int, k: int) -> int:
 def plotted_loss(q1: th.Quadratics, target: np.ndarray, M: np.ndarray) -> float:
     """The paper's test-task loss ``sum_i ||(target - M) x_i||^2`` over the task's inputs."""
     D = target - M
+    assert q1.N is not None and q1.S is not None  # finite-sample quadratics (from data)
     return float(q1.N[0] * np.sum((D @ q1.S[0]) * D))
 
 
 def sweep_run(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     d: int,
     T: int,
@@ -97,6 +99,7 @@ def sweep_run(
     ``released_sr``: also the released script's SR (its frozen adapters are LoRA-ML's initial
     adapters: the same generator state draws both) and every base's limit at ranks k, 2k, 3k.
     """
+    rng = as_generator(rng)
     fam = th.draw_family(d, T, k, rng)
     q = th.Quadratics.from_data(*th.sample_family_data(fam.targets(), N, noise_std, rng))
     target = fam.test_targets()[0]

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 import loraml.theory as th
-from loraml.figures.registry import FigureSpec, Run, RunResult
+from loraml.figures.spec import FigureSpec, Run, RunResult
 from loraml.theory.adaptation import sr_floor, sr_floor_prediction, sr_floor_upper_bound
+from loraml.theory.rng import RNGLike, as_generator
 
 RECOVERY_RTOL = 1e-4  # ||A_hat - A*||_F / ||A*||_F below this counts as recovering A*
 
@@ -42,8 +43,9 @@ def _stack(results: list[RunResult], key: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # spectrum
 # ---------------------------------------------------------------------------------------------
-def spectrum_run(rng: np.random.Generator, *, d: int, T: int, k: int, instances: int) -> RunResult:
+def spectrum_run(rng: RNGLike, *, d: int, T: int, k: int, instances: int) -> RunResult:
     """Singular values of ``A_hat - A*`` for SR and LoRA-ML on ``instances`` population families."""
+    rng = as_generator(rng)
     sv = np.empty((2, instances, d))
     for i in range(instances):
         fam = th.draw_family(d, T, k, rng)
@@ -115,8 +117,9 @@ SPECTRUM = FigureSpec(
 # ---------------------------------------------------------------------------------------------
 # sr-floor-vs-T
 # ---------------------------------------------------------------------------------------------
-def sr_floor_run(rng: np.random.Generator, *, d: int, k: int, T: int, instances: int) -> RunResult:
+def sr_floor_run(rng: RNGLike, *, d: int, k: int, T: int, instances: int) -> RunResult:
     """SR's rank-k floor, its upper bound and Weyl lower bound, on ``instances`` families."""
+    rng = as_generator(rng)
     out = np.empty((3, instances))
     for i in range(instances):
         fam = th.draw_family(d, T, k, rng)
@@ -219,9 +222,10 @@ SR_FLOOR = FigureSpec(
 # rate
 # ---------------------------------------------------------------------------------------------
 def rate_run(
-    rng: np.random.Generator, *, d: int, T: int, k: int, noise_std: float, ns: list[int], reps: int
+    rng: RNGLike, *, d: int, T: int, k: int, noise_std: float, ns: list[int], reps: int
 ) -> RunResult:
     """Excess risk of rank-r fine-tuning from n samples, one family, ``reps`` data draws per n."""
+    rng = as_generator(rng)
     from loraml.theory.adaptation import finetune_excess_risk
 
     fam = th.draw_family(d, T, k, rng)
@@ -346,13 +350,12 @@ RATE = FigureSpec(
 PHASE_METHODS = ("LoRA-ML", "SR", "nuclear norm", "SDP")
 
 
-def phase_run(
-    rng: np.random.Generator, *, d: int, T: int, k: int, instances: int, convex: bool
-) -> RunResult:
+def phase_run(rng: RNGLike, *, d: int, T: int, k: int, instances: int, convex: bool) -> RunResult:
     """Relative base errors of each method on ``instances`` population families (one grid cell).
 
     NaN marks a method that returned no solution (a convex solver failure) or was skipped.
     """
+    rng = as_generator(rng)
     from loraml.theory.convex import nuclear_relaxation, sdp_relaxation
 
     err = np.full((len(PHASE_METHODS), instances), np.nan)
@@ -452,9 +455,7 @@ PHASE = FigureSpec(
 # ---------------------------------------------------------------------------------------------
 # landscape-T2
 # ---------------------------------------------------------------------------------------------
-def landscape_run(
-    rng: np.random.Generator, *, d: int, k: int, starts: int, family_points: int
-) -> RunResult:
+def landscape_run(rng: RNGLike, *, d: int, k: int, starts: int, family_points: int) -> RunResult:
     """One T = 2 and one T = 3 family: where LoRA-ML ends from random starts; the T = 2 family.
 
     For each start (:func:`loraml.theory.landscape.random_start`) the fast solver runs from it; the
@@ -462,6 +463,7 @@ def landscape_run(
     ``rank(A_hat - A*)``. For T = 2 (k = 1) the explicit family of global minima is traced over
     its parameter ``c in (-1, 1)``.
     """
+    rng = as_generator(rng)
     from loraml.theory.landscape import random_start, t2_global_minimum
 
     out: RunResult = {}

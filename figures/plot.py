@@ -49,7 +49,7 @@ RC = {
 
 def figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 4.0):
     """A new figure in the common style; returns ``(fig, axes)`` (axes squeezed)."""
-    plt.rcParams.update(RC)
+    plt.rcParams.update(RC)  # type: ignore[arg-type]  # the stub's keys: a Literal of rc names
     fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
     if axes.size == 1:
         return fig, axes[0, 0]

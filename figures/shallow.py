@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from loraml.figures.linear import finetune_rank  # k, or 3k when T = 2, as in the linear sweeps
-from loraml.figures.registry import FigureSpec, Run, RunResult
+from loraml.figures.spec import FigureSpec, Run, RunResult
+from loraml.theory.rng import RNGLike, as_generator
 
 PAPER = {
     "base": {"d": 10, "T": 3, "N": 1000, "n": 100, "k": 1},
@@ -46,7 +47,7 @@ def _uniform(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> n
 
 
 def shallow_run(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     d: int,
     T: int,
@@ -61,6 +62,7 @@ def shallow_run(
     points: int,
 ) -> RunResult:
     """All trials of one setting (module docstring); curves kept at ``points`` epochs."""
+    rng = as_generator(rng)
     import torch
 
     torch.set_num_threads(1)
@@ -78,12 +80,13 @@ def shallow_run(
     def labels(X: np.ndarray, W: np.ndarray) -> np.ndarray:  # X (B, m, d), W (B, d, d)
         return (1.0 / (1.0 + np.exp(-X @ np.swapaxes(W, -1, -2)))) @ c_star[..., None]
 
-    X = rng.standard_normal((B, T, N, d))
+    # Drawn as numpy arrays, then made tensors (the same names): Any for the type checker.
+    X: Any = rng.standard_normal((B, T, N, d))
     y_clean = np.stack([labels(X[:, t], W_star[:, t])[..., 0] for t in range(T)], axis=1)
-    y = y_clean + noise_std * rng.standard_normal(y_clean.shape)
-    Xf = rng.standard_normal((B, n, d))
-    yf_clean = labels(Xf, W_star[:, T])[..., 0]
-    yf = yf_clean + noise_std * rng.standard_normal(yf_clean.shape)
+    y: Any = y_clean + noise_std * rng.standard_normal(y_clean.shape)
+    Xf: Any = rng.standard_normal((B, n, d))
+    yf_clean: Any = labels(Xf, W_star[:, T])[..., 0]
+    yf: Any = yf_clean + noise_std * rng.standard_normal(yf_clean.shape)
     X, y, Xf, yf, yf_clean = map(tensor, (X, y, Xf, yf, yf_clean))
 
     # Shared initial weights; per-task adapters (down random, up zero).

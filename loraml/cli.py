@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Meta-learning with low-rank adaptation: solvers, theorem checks, "
         "figures and the RoBERTa/ConvAI2 experiment.",
     )
+    from loraml import __version__
+
+    parser.add_argument("--version", action="version", version=f"loraml {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in SUBCOMMANDS.values():
         importlib.import_module(module).register(sub)

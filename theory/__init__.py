@@ -6,8 +6,20 @@ data (:mod:`loraml.theory.family`), the losses as per-task quadratics
 (:mod:`loraml.theory.retraining`), LoRA fine-tuning
 (:mod:`loraml.theory.finetune`) and symmetry-aware distances (:mod:`loraml.theory.metrics`).
 
-Conventions: noise is a standard deviation; finite-sample losses are per-sample means.
+The other modules are attributes of the package too, imported on first use so that
+``import loraml.theory`` stays light: :mod:`~loraml.theory.adaptation` (fine-tuning rates and
+floors), :mod:`~loraml.theory.checks` (the paper's statements as checks),
+:mod:`~loraml.theory.convex` (convex relaxations; cvxpy), :mod:`~loraml.theory.landscape`
+(stationary points and curvature), :mod:`~loraml.theory.io`, :mod:`~loraml.theory.linalg` and
+:mod:`~loraml.theory.rng` (seeds and Generators).
+
+Conventions: noise is a standard deviation; finite-sample losses are per-sample means; every
+``rng`` argument takes an int seed, a :class:`numpy.random.Generator` or None.
 """
+
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from loraml.theory.family import (
     Genericity,
@@ -37,6 +49,31 @@ from loraml.theory.retraining import (
     sr_gd,
     sr_released,
 )
+
+if TYPE_CHECKING:  # what the lazy attributes below are, for type checkers
+    from loraml.theory import adaptation as adaptation
+    from loraml.theory import checks as checks
+    from loraml.theory import convex as convex
+    from loraml.theory import io as io
+    from loraml.theory import landscape as landscape
+    from loraml.theory import linalg as linalg
+    from loraml.theory import rng as rng
+
+# Submodules imported on first attribute access (PEP 562), not by ``import loraml.theory``.
+_LAZY_SUBMODULES = ("adaptation", "checks", "convex", "io", "landscape", "linalg", "rng")
+
+
+def __getattr__(name: str) -> ModuleType:
+    """Import the submodule ``name`` on first access (``loraml.theory.convex`` etc.)."""
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The package's names, the not-yet-imported submodules included."""
+    return sorted({*globals(), *_LAZY_SUBMODULES})
+
 
 __all__ = [
     "BaseError",

@@ -21,11 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from loraml.theory.family import sample_task_data
 from loraml.theory.finetune import finetune_closed_form
 from loraml.theory.objectives import Quadratics, excess_loss
+from loraml.theory.reprs import compact_repr
 from loraml.theory.retraining import sr_closed_form
+from loraml.theory.rng import RNGLike, as_generator
 
 
 def finetune_excess_risk(
@@ -34,7 +37,7 @@ def finetune_excess_risk(
     r: int,
     n: int,
     noise_std: float,
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     reps: int = 1,
 ) -> np.ndarray:
@@ -57,7 +60,7 @@ def finetune_excess_risk(
         Fine-tuning samples per repetition.
     noise_std : float
         Noise standard deviation ``s``.
-    rng : numpy.random.Generator
+    rng : int, numpy.random.Generator or None
     reps : int
         Independent repetitions (fresh samples each).
 
@@ -65,6 +68,7 @@ def finetune_excess_risk(
     -------
     ndarray, shape (reps,)
     """
+    rng = as_generator(rng)
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
     out = np.empty(reps)
@@ -264,8 +268,11 @@ class PowerLaw:
     constant: float
     constant_at_minus_one: float
 
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
-def fit_power_law(ns: np.ndarray, values: np.ndarray) -> PowerLaw:
+
+def fit_power_law(ns: ArrayLike, values: ArrayLike) -> PowerLaw:
     """Fit ``values ~ constant * ns^slope`` by least squares on ``log values``.
 
     Parameters

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -46,8 +47,10 @@ from loraml.theory.landscape import (
 )
 from loraml.theory.metrics import adapter_errors, base_error
 from loraml.theory.objectives import Quadratics, lora_ml_grad_norm, lora_ml_loss
+from loraml.theory.reprs import compact_repr
 from loraml.theory.retraining import solve_lora_ml, sr_closed_form
 from loraml.theory.retraining_error import predicted_retraining_error, retraining_error_ratio_limit
+from loraml.theory.rng import RNGLike, as_generator
 
 _TINY = 1e-300
 
@@ -91,6 +94,9 @@ class CheckResult:
     numbers: dict = field(default_factory=dict)
     failures: list = field(default_factory=list)
     artifacts: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
     def to_json(self) -> dict:
         """The JSON object of ``loraml verify --json`` (artifacts left out)."""
@@ -188,7 +194,7 @@ def _measurement(
 # Instances
 # ---------------------------------------------------------------------------------------------
 def draw_generic_family(
-    rng: np.random.Generator,
+    rng: RNGLike,
     d: int,
     T: int,
     k: int,
@@ -202,6 +208,7 @@ def draw_generic_family(
     (Gaussian factors are generic almost surely; the margin keeps numerical ranks meaningful).
     Requires ``k (T + 1) <= d``.
     """
+    rng = as_generator(rng)
     if k * (T + 1) > d:
         raise ValueError(f"genericity needs k(T+1) <= d, got k={k}, T={T}, d={d}")
     for _ in range(tries):
@@ -212,9 +219,10 @@ def draw_generic_family(
 
 
 def random_sizes(
-    rng: np.random.Generator, T_range: tuple[int, int], k_range: tuple[int, int], extra: int
+    rng: RNGLike, T_range: tuple[int, int], k_range: tuple[int, int], extra: int
 ) -> tuple[int, int, int]:
     """Draw ``(d, T, k)`` with T, k uniform in the ranges and ``d = k(T+1) + U{0..extra}``."""
+    rng = as_generator(rng)
     T = int(rng.integers(T_range[0], T_range[1] + 1))
     k = int(rng.integers(k_range[0], k_range[1] + 1))
     return k * (T + 1) + int(rng.integers(0, extra + 1)), T, k
@@ -242,7 +250,7 @@ def _desc(fam: TaskFamily, i: int) -> str:
 # 1. Theorem 1
 # ---------------------------------------------------------------------------------------------
 def check_theorem1(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     instances: int = 20,
     families: Sequence[TaskFamily] | None = None,
@@ -256,6 +264,7 @@ def check_theorem1(
     for ``A_SR - A*`` and likewise with ``k(T+1)`` for the test residual.
     Random instances: T in 1..5, k in 1..3, ``d = k(T+1) + 0..6``.
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     tally = _Tally()
     for i, fam in enumerate(_families(rng, families, instances, (1, 5), (1, 3), 6)):
@@ -285,7 +294,7 @@ def check_theorem1(
 # 2. Corollary 1
 # ---------------------------------------------------------------------------------------------
 def check_corollary1(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     instances: int = 20,
     families: Sequence[TaskFamily] | None = None,
@@ -307,6 +316,7 @@ def check_corollary1(
     U_{T+1}*^T||_F^2``; reported as ``numbers["floor_rank_k_by_T"]`` (mean, min, max over
     ``reps_for_T`` families; 0 skips the measurement).
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     tally = _Tally()
     for i, fam in enumerate(_families(rng, families, instances, (1, 5), (1, 3), 6)):
@@ -355,11 +365,11 @@ def check_corollary1(
 # ---------------------------------------------------------------------------------------------
 def _spectral_ball(rng: np.random.Generator, k: int, radius: float) -> np.ndarray:
     C = rng.standard_normal((k, k))
-    return radius * C / max(np.linalg.norm(C, 2), _TINY)
+    return radius * C / max(float(np.linalg.norm(C, 2)), _TINY)
 
 
 def check_theorem2(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     instances: int = 10,
     starts: int = 5,
@@ -378,9 +388,10 @@ def check_theorem2(
     (pairwise ``||A(C) - A(C')||_F >= 1e-3 ||A*||_F``) and the map is continuous
     (``||A(C + hE) - A(C)|| / h`` agrees at ``h = 1e-5`` and ``1e-6`` within 1 %).
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     tally = _Tally()
-    rank2k = {"T=2": [], "T=3": []}
+    rank2k: dict[str, list[bool]] = {"T=2": [], "T=3": []}
     for i, fam in enumerate(_families(rng, families, instances, (2, 3), (1, 2), 4)):
         tally.instances += 1
         q, k, d = fam.population(), fam.k, fam.d
@@ -442,7 +453,7 @@ def check_theorem2(
 # 4 and 6. Theorem 3 and the T >= 3 landscape
 # ---------------------------------------------------------------------------------------------
 def check_theorem3(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     instances: int = 10,
     starts: int = 5,
@@ -457,6 +468,7 @@ def check_theorem3(
     from ``A_hat`` reaches ``<= 1e-12 L0`` on the test task. Starts that end elsewhere are
     counted in ``numbers`` (see :func:`check_spurious` for the landscape).
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     tally = _Tally()
     kinds: dict[str, int] = {}
@@ -510,7 +522,7 @@ def _local_minimum_evidence(q: Quadratics, k: int, p, rng: np.random.Generator) 
 
 
 def check_spurious(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     instances: int = 10,
     starts: int = 10,
@@ -536,6 +548,7 @@ def check_spurious(
     minimum: the first Hessian eigenvalue beyond the rotation symmetry and the value that three
     re-solves from small perturbations return, see :func:`_local_minimum_evidence`).
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     counts: dict[str, dict[str, dict[str, int]]] = {}
     artifacts: dict = {}
@@ -612,7 +625,7 @@ def check_spurious(
 # 5. Theorem 4
 # ---------------------------------------------------------------------------------------------
 def check_theorem4(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     instances: int = 5,
     starts: int = 5,
@@ -639,6 +652,7 @@ def check_theorem4(
       ``pgd_slow_runs_polished``; the relative distance L-BFGS moved, which can be large along the
       flat family of T = 2 minima, is reported).
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     tally = _Tally()
     steps, kicks, unconverged, slow, distances = [], [], 0, 0, []
@@ -703,14 +717,14 @@ def check_theorem4(
 # 7. Adaptation rate
 # ---------------------------------------------------------------------------------------------
 def check_rate(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     instances: int = 3,
     d: int = 10,
     T: int = 3,
     k: int = 1,
     noise_std: float = 0.1,
-    ns: Sequence[int] = (100, 200, 400, 800, 1600),
+    ns: Sequence[int] | np.ndarray = (100, 200, 400, 800, 1600),
     reps: int = 40,
     families: Sequence[TaskFamily] | None = None,
 ) -> CheckResult:
@@ -732,6 +746,7 @@ def check_rate(
     largest n against its floor (Corollary 1); SR's rank-k(T+1) risk against LoRA-ML's rank-k
     risk and against the predicted variance ratio ``K(2d-K) / (k(2d-k))``, ``K = k(T+1)``.
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     tally = _Tally()
     ns = np.asarray(ns)
@@ -796,7 +811,7 @@ def check_rate(
 # 8. Finite-sample retraining
 # ---------------------------------------------------------------------------------------------
 def check_retraining(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     reps: int = 5,
     d: int = 8,
@@ -817,6 +832,7 @@ def check_retraining(
     as T grows, not to 1. SR's base error is reported for contrast (biased: it does not shrink
     with N).
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     table = {}
     for T in Ts:
@@ -865,7 +881,7 @@ def check_retraining(
 # 9. Convex relaxations
 # ---------------------------------------------------------------------------------------------
 def check_convex(
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     reps: int = 3,
     grid: Sequence[tuple[int, int, int]] | None = None,
@@ -884,6 +900,7 @@ def check_convex(
     ``A*`` is feasible for both, so the nuclear objective must be ``<= sum_t ||P_t||_*`` and the
     SDP's trace ``>= tr(A*)`` (each within ``1e-6`` relative). It is not a claim of the paper.
     """
+    rng = as_generator(rng)
     from loraml.theory.convex import nuclear_relaxation, sdp_relaxation
 
     start = time.perf_counter()
@@ -901,7 +918,7 @@ def check_convex(
     table = {}
     for name, fams in cells.items():
         rec = {"nuclear": 0, "sdp": 0, "lora_ml": 0}
-        errs = {"nuclear": [], "sdp": [], "lora_ml": []}
+        errs: dict[str, list[float]] = {"nuclear": [], "sdp": [], "lora_ml": []}
         for fam in fams:
             tally.instances += 1
             q = fam.population()
@@ -939,7 +956,7 @@ def check_convex(
 # ---------------------------------------------------------------------------------------------
 # 10. Beyond the assumptions
 # ---------------------------------------------------------------------------------------------
-def check_beyond(rng: np.random.Generator, *, reps: int = 3) -> CheckResult:
+def check_beyond(rng: RNGLike, *, reps: int = 3) -> CheckResult:
     r"""Measurement: LoRA-ML outside the theory's assumptions.
 
     Three settings, ``reps`` families each, population losses:
@@ -958,8 +975,9 @@ def check_beyond(rng: np.random.Generator, *, reps: int = 3) -> CheckResult:
     to ``1/2 ||A_test* - A_hat||_F^2``. Asymmetric adapters are also solved from 5 random starts
     (:func:`loraml.theory.landscape.random_start` scale) and the best run's recovery is reported.
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
-    settings = {
+    settings: dict[str, dict[str, Any]] = {
         "crowded_d6_T4_k2": dict(d=6, T=4, k=2, perturbation="psd", asym=[False]),
         "crowded_d6_T5_k3": dict(d=6, T=5, k=3, perturbation="psd", asym=[False]),
         "general_UV_d12_T3_k1": dict(d=12, T=3, k=1, perturbation="general", asym=[False, True]),
@@ -1015,7 +1033,7 @@ def check_beyond(rng: np.random.Generator, *, reps: int = 3) -> CheckResult:
 def check_instance_recovery(
     q: Quadratics,
     k: int,
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     A_star: np.ndarray | None = None,
     starts: int = 5,
@@ -1029,6 +1047,7 @@ def check_instance_recovery(
     :func:`loraml.theory.landscape.search_stationary_points`. Reports
     each method's objective and, when ``A_star`` is known, ``||A_hat - A*||_F / ||A*||_F``.
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     bases = {
         "sr": sr_closed_form(q),

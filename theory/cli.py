@@ -70,6 +70,7 @@ def _lora_ml(inst: Instance, k: int | None, rng: np.random.Generator) -> Solutio
 
 def _lora_ml_gd(inst: Instance, k: int | None, rng: np.random.Generator) -> Solution:
     res = lora_ml_paper_gd(inst.q, _need_rank(k), rng)
+    assert res.U is not None  # the paper's schedule returns its adapters
     objective = lora_ml_loss(inst.q, res.A, res.U)
     return Solution(res.A, res.U, objective, len(res.losses) - 1, res.seconds)
 
@@ -159,10 +160,10 @@ def run(args: argparse.Namespace) -> int:
         **sol.extra,
     }
     if inst.A_star is not None:
-        err = base_error(sol.A_hat, inst.A_star)
-        report["a_error_fro"] = err.fro
-        report["a_error_relative"] = err.relative
-        report["a_error_singular_values"] = err.singular_values.tolist()
+        a_err = base_error(sol.A_hat, inst.A_star)
+        report["a_error_fro"] = a_err.fro
+        report["a_error_relative"] = a_err.relative
+        report["a_error_singular_values"] = a_err.singular_values.tolist()
     if inst.U_star is not None and sol.U_hat is not None and sol.U_hat.shape == inst.U_star.shape:
         report["adapter_errors_fro"] = adapter_errors(sol.U_hat, inst.U_star).tolist()
     if args.json:

@@ -33,6 +33,7 @@ import numpy as np
 
 from loraml.theory.linalg import psd_sqrt, sym
 from loraml.theory.objectives import Quadratics
+from loraml.theory.reprs import compact_repr
 
 #: Largest d solved with Clarabel by default; SCS beyond (project rule: SCS beyond 30 x 30).
 CLARABEL_MAX_D = 30
@@ -67,6 +68,9 @@ class ConvexResult:
     solver: str
     penalty: float | None
     seconds: float
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
     @property
     def ok(self) -> bool:
@@ -183,7 +187,7 @@ def nuclear_relaxation(
     if exact:
         B = q.least_squares()
         problem = cp.Problem(cp.Minimize(sum(cp.normNuc(B[t] - A) for t in range(T))))
-        D_vars = None
+        D_vars: list[cp.Variable] = []  # no deviation variables: the fit is exact
     else:
         lam = _penalty(q, penalty)
         D_vars = [cp.Variable((d_out, d)) for _ in range(T)]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from loraml.theory.objectives import Quadratics
+from loraml.theory.reprs import compact_repr
+from loraml.theory.rng import RNGLike, as_generator
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class TaskFamily:
     U_test: np.ndarray
     V_star: np.ndarray | None = None
     V_test: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
     @property
     def d(self) -> int:
@@ -88,7 +93,7 @@ def draw_family(
     d: int,
     T: int,
     k: int,
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     n_test: int = 1,
     symmetric_base: bool = True,
@@ -103,7 +108,7 @@ def draw_family(
     ----------
     d, T, k : int
         Dimension, number of retraining tasks, perturbation rank (``1 <= k <= d``).
-    rng : numpy.random.Generator
+    rng : int, numpy.random.Generator or None
         Source of every random draw.
     n_test : int
         Number of unseen test tasks.
@@ -116,6 +121,7 @@ def draw_family(
     -------
     TaskFamily
     """
+    rng = as_generator(rng)
     if d < 1 or T < 1 or k < 1 or n_test < 0:
         raise ValueError(f"need d, T, k >= 1 and n_test >= 0, got d={d}, T={T}, k={k}")
     if k > d:
@@ -154,6 +160,9 @@ class Genericity:
     columns: int
     sigma_min_ratio: float
 
+    def __repr__(self) -> str:
+        return compact_repr(self)
+
 
 def genericity(U_blocks: np.ndarray, rtol: float = 1e-10) -> Genericity:
     """Check that the columns of ``[U_1, ..., U_m]`` are linearly independent (Remark 1).
@@ -180,7 +189,7 @@ def sample_task_data(
     target: np.ndarray,
     N: int,
     noise_std: float,
-    rng: np.random.Generator,
+    rng: RNGLike,
     cov: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``N`` samples ``x ~ N(0, cov)``, ``y = target x + eps``, ``eps ~ N(0, noise_std^2 I)``.
@@ -191,7 +200,7 @@ def sample_task_data(
     N : int
     noise_std : float
         Noise standard deviation (the paper's scripts used 0.01 where the text says sigma = 0.1).
-    rng : numpy.random.Generator
+    rng : int, numpy.random.Generator or None
     cov : ndarray, shape (d, d), optional
         Input covariance (identity when omitted).
 
@@ -200,6 +209,7 @@ def sample_task_data(
     X : ndarray, shape (d, N)
     Y : ndarray, shape (d_out, N)
     """
+    rng = as_generator(rng)
     if N < 1:
         raise ValueError(f"N must be >= 1, got {N}")
     if noise_std < 0:
@@ -216,7 +226,7 @@ def sample_family_data(
     targets: np.ndarray,
     N: int,
     noise_std: float,
-    rng: np.random.Generator,
+    rng: RNGLike,
     cov: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``N`` samples for each of the tasks ``targets`` (shape (T, d, d)).
@@ -226,5 +236,6 @@ def sample_family_data(
     X : ndarray, shape (T, d, N)
     Y : ndarray, shape (T, d, N)
     """
+    rng = as_generator(rng)
     pairs = [sample_task_data(A, N, noise_std, rng, cov) for A in targets]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])

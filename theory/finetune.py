@@ -9,6 +9,8 @@ import numpy as np
 
 from loraml.theory.linalg import low_rank_factors, psd_sqrt
 from loraml.theory.objectives import Quadratics
+from loraml.theory.reprs import compact_repr
+from loraml.theory.rng import RNGLike, as_generator
 
 
 def _single(q: Quadratics) -> Quadratics:
@@ -41,6 +43,9 @@ class FineTuneResult:
     losses: np.ndarray
     test_losses: np.ndarray
     seconds: float
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
 
 def finetune_closed_form(q: Quadratics, A: np.ndarray, r: int) -> FineTuneResult:
@@ -89,7 +94,7 @@ def finetune_gd(
     q: Quadratics,
     A: np.ndarray,
     r: int,
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     steps: int = 1000,
     lr: float = 0.005,
@@ -112,7 +117,7 @@ def finetune_gd(
         Frozen base.
     r : int
         Adapter rank.
-    rng : numpy.random.Generator
+    rng : int, numpy.random.Generator or None
         Draws the start when ``init`` is None.
     steps : int
     lr : float
@@ -126,6 +131,7 @@ def finetune_gd(
     -------
     FineTuneResult
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     q = _single(q)
     d = q.d

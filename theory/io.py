@@ -18,6 +18,7 @@ import numpy as np
 
 from loraml.theory.family import TaskFamily
 from loraml.theory.objectives import Quadratics
+from loraml.theory.reprs import compact_repr
 
 
 class InstanceError(ValueError):
@@ -48,6 +49,9 @@ class Instance:
     U_star: np.ndarray | None
     V_star: np.ndarray | None
     kind: str
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
 
 def _array(z: np.lib.npyio.NpzFile, key: str, ndim: int) -> np.ndarray:
@@ -138,6 +142,7 @@ def load_instance(path: str | os.PathLike[str], rank: int | None = None) -> Inst
             raise InstanceError(f"'U_star' has T={U.shape[0]} tasks but 'X' has T={X.shape[0]}")
         q = Quadratics.from_data(X, Y)
     else:
+        assert A is not None and U is not None  # a population instance has both (checked above)
         family = TaskFamily(A, U, U[:0], V, None if V is None else V[:0])
         q = Quadratics.population(family.targets())
     k = rank if rank is not None else k_file
@@ -160,7 +165,7 @@ def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub: **kwds vs allow_pickle
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

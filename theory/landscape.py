@@ -37,7 +37,9 @@ from loraml.theory.objectives import (
     lora_ml_hvp,
     lora_ml_loss,
 )
+from loraml.theory.reprs import compact_repr
 from loraml.theory.retraining import solve_lora_ml, sr_closed_form
+from loraml.theory.rng import RNGLike, as_generator
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,6 +123,9 @@ class Curvature:
     direction_A: np.ndarray
     direction_U: np.ndarray
     method: str
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
 
 def hessian_operator(q: Quadratics, A: np.ndarray, U: np.ndarray) -> spla.LinearOperator:
@@ -225,13 +230,14 @@ def zero_adapter_point(q: Quadratics, k: int) -> tuple[np.ndarray, np.ndarray]:
 # Descent from random starts
 # ---------------------------------------------------------------------------------------------
 def random_start(
-    q: Quadratics, k: int, rng: np.random.Generator, *, scale: float = 1.0
+    q: Quadratics, k: int, rng: RNGLike, *, scale: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """A random point at the problem's scale: ``A ~ N(0, (scale m)^2)``, ``U ~ N(0, scale m / k)``.
 
     ``m`` is the root-mean-square entry of the per-task minimisers, so ``U_t U_t^T`` and ``A`` start
     with entries of the size of the targets'.
     """
+    rng = as_generator(rng)
     B = q.least_squares()
     m = float(np.sqrt(np.mean(B * B))) or 1.0
     A0 = scale * m * rng.standard_normal((B.shape[1], q.d))
@@ -269,11 +275,14 @@ class PGDResult:
     seconds: float
     reached_target: bool
 
+    def __repr__(self) -> str:
+        return compact_repr(self)
+
 
 def perturbed_gd(
     q: Quadratics,
     k: int,
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     init: tuple[np.ndarray, np.ndarray] | None = None,
     max_steps: int = 20_000,
@@ -298,7 +307,7 @@ def perturbed_gd(
     q : Quadratics
     k : int
         Adapter rank.
-    rng : numpy.random.Generator
+    rng : int, numpy.random.Generator or None
         Draws the start (when ``init`` is None) and the kicks.
     init : (A0, U0), optional
         Start; :func:`random_start` by default.
@@ -317,6 +326,7 @@ def perturbed_gd(
     -------
     PGDResult
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     A, U = random_start(q, k, rng) if init is None else (init[0].copy(), init[1].copy())
     f0 = float(lora_ml_loss(q, np.zeros_like(A), np.zeros_like(U))) or 1.0
@@ -409,6 +419,9 @@ class StationaryPoint:
     kind: str
     start: tuple[np.ndarray, np.ndarray]
 
+    def __repr__(self) -> str:
+        return compact_repr(self)
+
 
 def classify_point(
     q: Quadratics,
@@ -453,7 +466,7 @@ def classify_point(
 def search_stationary_points(
     q: Quadratics,
     k: int,
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     starts: int = 10,
     global_value: float | None = None,
@@ -473,7 +486,7 @@ def search_stationary_points(
     ----------
     q : Quadratics
     k : int
-    rng : numpy.random.Generator
+    rng : int, numpy.random.Generator or None
     starts : int
     global_value : float, optional
     scale : float
@@ -485,6 +498,7 @@ def search_stationary_points(
     -------
     list of StationaryPoint
     """
+    rng = as_generator(rng)
     runs = []
     for _ in range(starts):
         A0, U0 = random_start(q, k, rng, scale=scale)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
+from loraml.theory.reprs import compact_repr
+
 
 @dataclass(frozen=True)
 class BaseError:
@@ -29,6 +31,9 @@ class BaseError:
     fro: float
     relative: float
     singular_values: np.ndarray
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
     def rank(self, rtol: float = 1e-6) -> int:
         """Numerical rank: singular values above ``rtol * max(1, ||A*||_2-scale)``."""

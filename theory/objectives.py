@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from loraml.theory.reprs import compact_repr
+
 
 def _t(M: np.ndarray) -> np.ndarray:
     return np.swapaxes(M, -1, -2)
@@ -55,6 +57,9 @@ class Quadratics:
     C: np.ndarray
     c: np.ndarray
     N: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
     # -- constructors -------------------------------------------------------------------------
     @classmethod
@@ -236,6 +241,8 @@ def lora_ml_hvp(
         dM = dA[None] + dU @ _t(U) + U @ _t(dU)
         dG = q.times_S(dM)
         return dG.sum(0), (dG + _t(dG)) @ U + (G + _t(G)) @ dU
+    if dV is None:
+        raise ValueError("dV is required with asymmetric adapters (V given)")
     dM = dA[None] + dU @ _t(V) + U @ _t(dV)
     dG = q.times_S(dM)
     return dG.sum(0), dG @ V + G @ dV, _t(dG) @ U + _t(G) @ dU

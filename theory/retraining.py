@@ -20,6 +20,8 @@ from loraml.theory.objectives import (
     lora_ml_grad_norm,
     lora_ml_loss,
 )
+from loraml.theory.reprs import compact_repr
+from loraml.theory.rng import RNGLike, as_generator
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,6 +69,9 @@ class GDResult:
     V: np.ndarray | None = None
     losses: np.ndarray = field(default_factory=lambda: np.empty(0))
     seconds: float = 0.0
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
 
 def sr_gd(
@@ -177,7 +182,7 @@ def sr_released(
 def lora_ml_paper_gd(
     q: Quadratics,
     k: int,
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     rounds: int = 3000,
     inner: int = 10,
@@ -200,7 +205,7 @@ def lora_ml_paper_gd(
         T task losses of dimension d.
     k : int
         Adapter rank.
-    rng : numpy.random.Generator
+    rng : int, numpy.random.Generator or None
         Draws the initial adapters (the paper's scripts were unseeded).
     rounds, inner : int
         The paper uses 3000 rounds of 10 inner steps.
@@ -216,6 +221,7 @@ def lora_ml_paper_gd(
     GDResult
         ``losses[i]`` is ``F`` after i rounds (``rounds + 1`` values).
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     T, d = q.T, q.d
     A = np.zeros((q.C.shape[1], d))
@@ -277,6 +283,9 @@ class LoraMLResult:
     message: str
     history: np.ndarray
 
+    def __repr__(self) -> str:
+        return compact_repr(self)
+
 
 class _Problem:
     """LoRA-ML with the base eliminated: ``phi(U) = min_A F(A, U)`` (variable projection)."""
@@ -315,7 +324,9 @@ class _Problem:
         return self.fun(x)[0]
 
 
-def _am_step(B: np.ndarray, A: np.ndarray, k: int, asymmetric: bool) -> tuple[np.ndarray, ...]:
+def _am_step(
+    B: np.ndarray, A: np.ndarray, k: int, asymmetric: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Best adapters for fixed A when ``S_t = I``: truncations of ``B_t - A`` (exact there)."""
     if asymmetric:
         pairs = [low_rank_factors(b - A, k) for b in B]
@@ -331,7 +342,7 @@ def solve_lora_ml(
     tol: float = 1e-12,
     max_iter: int = 5000,
     am_iter: int = 200,
-    init: tuple[np.ndarray, ...] | None = None,
+    init: tuple[np.ndarray | None, ...] | None = None,
     compress: bool = True,
 ) -> LoraMLResult:
     r"""LoRA-ML retraining, fast: alternating minimisation, then quasi-Newton polish.
@@ -379,7 +390,8 @@ def solve_lora_ml(
     am_iter : int
         Cap on alternating-minimisation sweeps.
     init : tuple (A, U) or (A, U, V), optional
-        Start instead of the spectral one (for landscape studies).
+        Start instead of the spectral one (for landscape studies). ``A`` is not used (the start's
+        A is the best one for its adapters) and may be None.
     compress : bool
         Allow the subspace reduction described above.
 
@@ -402,7 +414,8 @@ def solve_lora_ml(
     if init is None:
         U, V = _am_step(B, sr_closed_form(q), k, asymmetric)
     else:
-        U, V = init[1].astype(float), (init[2].astype(float) if asymmetric else None)
+        U = np.asarray(init[1], dtype=float)
+        V = np.asarray(init[2], dtype=float) if asymmetric else None
     A = prob.best_A(U, V)
     history = [lora_ml_loss(q, A, U, V)]
 

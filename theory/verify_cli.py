@@ -135,7 +135,8 @@ def run_instance(inst, seed: int, quick: bool) -> tuple[list, list[str]]:
             results.append(checks.check_theorem3(rng, families=[full], starts=starts))
         if T == 2:
             results.append(checks.check_theorem4(rng, families=[full], starts=starts))
-        if T - 1 >= 3 and loo.genericity().holds:  # the rate needs LoRA-ML = A* (Theorem 3)
+        # The rate needs LoRA-ML = A* (Theorem 3).
+        if loo is not None and T - 1 >= 3 and loo.genericity().holds:
             results.append(checks.check_rate(rng, families=[loo], reps=10 if quick else 50))
         results.append(checks.check_convex(rng, families=[full]))
     else:
