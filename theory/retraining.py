@@ -108,7 +108,7 @@ def sr_gd(
 def sr_released(
     q: Quadratics,
     k: int,
-    rng: np.random.Generator,
+    rng: RNGLike,
     *,
     steps: int = 3000,
     lr: float = 0.03,
@@ -137,8 +137,8 @@ def sr_released(
         T task losses of dimension d.
     k : int
         Rank of the frozen adapters.
-    rng : numpy.random.Generator
-        Draws the frozen adapters.
+    rng : int, numpy.random.Generator or None
+        Seed or generator that draws the frozen adapters.
     steps : int
         Gradient steps on ``A`` (the released script: 3000).
     lr : float
@@ -163,6 +163,7 @@ def sr_released(
     >>> bool(np.allclose(res.A, sr_closed_form(q) - P0.mean(0), atol=1e-10))
     True
     """
+    rng = as_generator(rng)
     start = time.perf_counter()
     T, d = q.T, q.d
     U0 = init_std * rng.standard_normal((T, d, k))
