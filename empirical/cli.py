@@ -89,7 +89,7 @@ def _flag_message(message: str) -> str:
     flags = [f for f, (name, _, _) in _OVERRIDES.items() if name == field]
     if flags:
         return f"{flags[0]}{message[len(field) :]}"
-    named = {"seeds": "--seeds", "out": "--out"}
+    named = {"seeds": "--seeds", "out": "--out", "exclude_tasks": "--exclude-tasks"}
     if field in named:
         return f"{named[field]}{message[len(field) :]}"
     return message
@@ -123,6 +123,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--no-head-only", action="store_true", help="skip last-layer (fresh head only) fine-tuning"
     )
+    run.add_argument(
+        "--exclude-tasks",
+        nargs="*",
+        metavar="NAME",
+        help="task names never chosen (paper preset: persona-0, PAML's cluster 0, which the "
+        "released scripts delete); give none to keep every task",
+    )
     run.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument(
@@ -151,6 +158,8 @@ def _config(args: argparse.Namespace):
         changes["methods"] = tuple(args.methods)
     if args.ranks is not None:
         changes["ranks"] = tuple(args.ranks)
+    if args.exclude_tasks is not None:
+        changes["exclude_tasks"] = tuple(args.exclude_tasks)
     if args.no_head_only:
         changes["head_only"] = False
     if args.bf16:

@@ -132,6 +132,9 @@ class RunConfig:
         Which retraining epoch's encoder is fine-tuned: the last, or (released scripts) the one
         with the best hits@1 on the retraining tasks' held-out dialogues (each task's own head
         and adapter; ties: the earlier epoch).
+    exclude_tasks : tuple of str
+        Task (group) names never chosen, e.g. ``("persona-0",)``: PAML's cluster 0, which the
+        released scripts delete from the persona map (:func:`load_split`).
     """
 
     model: str = "tiny"
@@ -170,6 +173,7 @@ class RunConfig:
     grad_clip: float = 1.0
     ft_decay_horizon: float = 1.0
     retrain_selection: str = "last"
+    exclude_tasks: tuple[str, ...] = ()
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -218,6 +222,8 @@ class RunConfig:
             raise ValueError(
                 f"ft_decay_horizon must be finite and >= 1, got {self.ft_decay_horizon}"
             )
+        if not all(isinstance(n, str) and n for n in self.exclude_tasks):
+            raise ValueError(f"exclude_tasks must be task names, got {self.exclude_tasks!r}")
         if not _DEVICE.fullmatch(self.device):
             raise ValueError(
                 f"device {self.device!r} is not a device: use 'auto', 'cpu', 'cuda', 'cuda:N' "
@@ -253,6 +259,7 @@ PRESETS: dict[str, RunConfig] = {
         grad_clip=0.0,
         ft_decay_horizon=4.0,
         retrain_selection="best",
+        exclude_tasks=("persona-0",),
     ),
     # Sized on the 2-core VM: K = 8 instead of 20, 48 tokens per pair, 32 training examples
     # per task, 2 retraining and 3 fine-tuning epochs; with so few steps the learning rates are
@@ -377,13 +384,37 @@ def resolve_source(cfg: RunConfig) -> str:
 
 
 def load_split(cfg: RunConfig) -> TaskSplit:
-    """The retraining and unseen tasks of ``cfg`` (``data="auto"`` resolved)."""
+    """The retraining and unseen tasks of ``cfg`` (``data="auto"`` resolved).
+
+    With ``exclude_tasks`` the groups so named are never chosen: ``k`` more groups are loaded
+    (the largest ``n_retrain + n_test + k`` of one file; ``n_retrain + k`` and ``n_test + k``
+    of two files), the excluded ones dropped, and the rest taken in the same size order.
+    """
+    from loraml.empirical.data import TaskSplit
+
+    k = len(cfg.exclude_tasks)
+    if not k:
+        return _load_tasks(cfg, cfg.n_retrain, cfg.n_test)
+    drop = set(cfg.exclude_tasks)
+    if cfg.test_data_path is not None:
+        more = _load_tasks(cfg, cfg.n_retrain + k, cfg.n_test + k)
+        retrain = [t for t in more.retrain if t.name not in drop][: cfg.n_retrain]
+        test = [t for t in more.test if t.name not in drop][: cfg.n_test]
+    else:
+        more = _load_tasks(cfg, cfg.n_retrain, cfg.n_test + k)
+        kept = [t for t in (*more.retrain, *more.test) if t.name not in drop]
+        retrain, test = kept[: cfg.n_retrain], kept[cfg.n_retrain : cfg.n_retrain + cfg.n_test]
+    info = {**more.info, "excluded_tasks": sorted(drop)}
+    return TaskSplit(retrain=tuple(retrain), test=tuple(test), info=info)
+
+
+def _load_tasks(cfg: RunConfig, n_retrain: int, n_test: int) -> TaskSplit:
     from loraml.empirical.data import load_tasks
 
     return load_tasks(
         resolve_source(cfg),
-        n_retrain=cfg.n_retrain,
-        n_test=cfg.n_test,
+        n_retrain=n_retrain,
+        n_test=n_test,
         n_candidates=cfg.n_candidates,
         seed=cfg.data_seed,
         path=cfg.data_path,

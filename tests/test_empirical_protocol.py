@@ -208,7 +208,7 @@ def test_old_run_directory_without_the_settings_resumes_with_the_old_behaviour(t
     out = tmp_path / "run"
     run_experiment(cfg, [0], out, progress=False)
     stored = json.loads((out / "config.json").read_text())
-    for key in ("batching", "grad_clip", "ft_decay_horizon", "retrain_selection"):
+    for key in ("batching", "grad_clip", "ft_decay_horizon", "retrain_selection", "exclude_tasks"):
         del stored[key]
     (out / "config.json").write_text(json.dumps(stored))
     run_experiment(cfg, [0], out, progress=False)  # the missing keys read as the old defaults
@@ -222,3 +222,34 @@ def test_paper_preset_carries_the_released_protocol_and_cpu_ours():
     assert (paper.ft_decay_horizon, paper.retrain_selection) == (4.0, "best")
     assert (cpu.batching, cpu.weight_decay, cpu.grad_clip) == ("interleaved", 0.0, 1.0)
     assert (cpu.ft_decay_horizon, cpu.retrain_selection) == (1.0, "last")
+
+
+def test_excluded_task_is_never_chosen_and_the_next_largest_take_its_place(tmp_path):
+    from tests.helpers import write_persona_file
+
+    train = write_persona_file(tmp_path / "train.txt", {"a": 7, "b": 6, "c": 5, "d": 4, "e": 3})
+    valid = write_persona_file(tmp_path / "valid.txt", {"x": 6, "y": 5, "z": 4})
+    base = dataclasses.replace(PRESETS["tiny"], data="convai2", data_path=str(train))
+    # one file: groups by size a > b > c > d > e, named persona-exact-0..4 in that order
+    names = lambda split: ([t.name for t in split.retrain], [t.name for t in split.test])  # noqa: E731
+    plain = R.load_split(dataclasses.replace(base, n_retrain=2, n_test=2))
+    assert names(plain) == (
+        ["persona-exact-0", "persona-exact-1"],
+        ["persona-exact-2", "persona-exact-3"],
+    )
+    cut = R.load_split(
+        dataclasses.replace(base, n_retrain=2, n_test=2, exclude_tasks=("persona-exact-0",))
+    )
+    assert names(cut) == (
+        ["persona-exact-1", "persona-exact-2"],
+        ["persona-exact-3", "persona-exact-4"],
+    )
+    # two files: each file's list skips the name
+    two = dataclasses.replace(
+        base, test_data_path=str(valid), n_retrain=2, n_test=2, exclude_tasks=("persona-exact-0",)
+    )
+    assert names(R.load_split(two)) == (
+        ["persona-exact-1", "persona-exact-2"],
+        ["persona-exact-1", "persona-exact-2"],
+    )
+    assert PRESETS["paper"].exclude_tasks == ("persona-0",) and PRESETS["cpu"].exclude_tasks == ()
