@@ -3,14 +3,21 @@
 One run = for each seed, each retraining method retrains the pretrained encoder on the T
 retraining tasks; then each retrained encoder is fine-tuned on each unseen task by each
 fine-tuning scheme (LoRA of rank r, or a fresh head only) and scored by hits@1 on the task's
-held-out dialogues. Training: AdamW, linear warm-up then linear decay, batches of 8 examples
-(8 K pairs), loss :func:`loraml.empirical.model.candidate_cross_entropy`, gradient norm clipped at
-1.
+held-out dialogues after every fine-tuning epoch (the last epoch is the result). Training: AdamW,
+linear warm-up then linear decay, batches of 8 examples (8 K pairs), loss
+:func:`loraml.empirical.model.candidate_cross_entropy`, gradient norm clipped at ``grad_clip``;
+where the released scripts differ (batching, weight decay, clipping, fine-tuning schedule,
+retraining epoch kept, excluded clusters) :class:`RunConfig` has a setting, and the ``paper``
+preset takes the released value.
 
 Resumability. The run directory holds ``config.json`` (a rerun must use the same settings),
 and per seed: ``retrain-<method>.ckpt.pt`` after every retraining epoch (model, optimizer,
 scheduler, torch RNG states, epoch), ``base-<method>.pt`` once retraining is done (the retrained
 encoder, adapters and heads discarded), and ``finetune-<method>.json`` after every fine-tuned task.
+Checkpoints hold tensors and plain data only, load with ``torch.load(weights_only=True)`` and
+carry a SHA-256 checksum file beside them (:func:`save_checkpoint`, :func:`load_checkpoint`).
+A NaN or infinite loss, gradient, parameter or held-out score stops the run with
+:class:`Diverged` before the epoch's checkpoint is written.
 Every random draw is seeded from (seed, method, epoch) or (seed, method, scheme, rank, task), and
 the torch RNG state is restored from the checkpoint, so a run killed at any point and restarted
 with the same command ends with the same numbers as an uninterrupted one (on the same machine
