@@ -205,3 +205,81 @@ def test_malformed_persona_map_is_one_data_error(tmp_path, payload):
     with pytest.raises(DataError) as info:
         load_persona_map(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fuzzing: generated bad arguments and generated results files
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_BAD_RATES = st.sampled_from(["nan", "inf", "-inf", "-1", "0", "1e400", "abc", ""])
+_BAD_COUNTS = st.sampled_from(["0", "-1", "abc", "", "1.5", "nan", "1e3"])
+_FLAGS = {  # flag -> values it must refuse (values a flag may accept are filtered below)
+    "--lr": _BAD_RATES,
+    "--ft-lr": _BAD_RATES,
+    "--epochs": _BAD_COUNTS,
+    "--candidates": st.sampled_from(["1", "0", "-3", "x", "2.5"]),
+    "--batch-size": _BAD_COUNTS,
+    "--dropout": st.sampled_from(["1", "-0.1", "nan", "2", "x"]),
+    "--weight-decay": st.sampled_from(["-1", "nan", "inf", "x"]),
+    "--grad-clip": st.sampled_from(["-1", "nan", "inf", "x"]),
+    "--ft-decay-horizon": st.sampled_from(["0", "0.5", "nan", "inf", "x"]),
+    "--batching": st.text(max_size=12).filter(lambda s: s not in ("interleaved", "per-task")),
+    "--retrain-selection": st.text(max_size=8).filter(lambda s: s not in ("last", "best")),
+    "--device": st.text(min_size=1, max_size=12).filter(
+        lambda s: not R._DEVICE.fullmatch(s) and not s.startswith("-")
+    ),
+    "--seeds": st.sampled_from(["-1", str(2**32), str(10**40), "x", "1.5"]),
+    "--max-length": st.sampled_from(["0", "7", "-5", "x"]),
+}
+
+
+@given(flag=st.sampled_from(sorted(_FLAGS)), data=st.data())
+def test_fuzzed_bad_run_arguments_exit_2_in_one_line_before_anything_is_made(
+    tmp_path_factory, flag, data
+):
+    value = data.draw(_FLAGS[flag])
+    root = tmp_path_factory.mktemp("fuzz")
+    out = root / "run"
+    code = None
+    err = ""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        try:
+            code = main([*_ARGV, "--out", str(out), f"{flag}={value}"])
+        except SystemExit as exit_:  # argparse's own refusals
+            code = exit_.code
+    err = buf.getvalue().strip()
+    assert code == 2, (flag, value, err)
+    assert err and "\n" not in err and "Traceback" not in err, err
+    assert list(root.iterdir()) == []  # nothing created
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_KEYS = ("config", "summary", "paired", "throughput", "versions", "wall_seconds")
+
+
+@given(values=st.fixed_dictionaries({k: _JSON for k in _KEYS}))
+def test_fuzzed_results_json_is_rendered_or_refused_in_one_line(tmp_path_factory, values):
+    import contextlib
+    import io
+
+    root = tmp_path_factory.mktemp("report")
+    (root / "results.json").write_text(json.dumps(values))
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["empirical", "report", str(root)])
+    err = buf.getvalue().strip()
+    assert code in (0, 2)
+    if code == 2:
+        assert "results.json" in err and "\n" not in err and "Traceback" not in err
+        assert not (root / "results.md").exists()
