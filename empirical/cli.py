@@ -115,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "on 2 cores); paper: roberta-base on ConvAI2 (GPU)",
     )
     run.add_argument("--seeds", type=int, nargs="+", help="training seeds (default per preset)")
-    run.add_argument("--out", type=Path, help="run directory (default runs/empirical-PRESET)")
+    run.add_argument("--out", help="run directory (default runs/empirical-PRESET)")
     run.add_argument(
         "--methods", nargs="+", help="retraining methods: sr lora-ml last-layer-ml reptile"
     )
@@ -192,7 +192,9 @@ def _run(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seeds is not None else list(DEFAULT_SEEDS[args.preset])
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
-    out = args.out or Path("runs") / f"empirical-{args.preset}"
+    if args.out == "":
+        raise UsageError("--out is empty; give a run directory")
+    out = Path(args.out) if args.out is not None else Path("runs") / f"empirical-{args.preset}"
     try:
         preflight(cfg, seeds, out)  # before anything is created
     except ValueError as err:
@@ -207,6 +209,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(str(err).splitlines()[0]) from None
     except (ValueError, FileNotFoundError) as err:
         raise UsageError(_flag_message(str(err).splitlines()[0])) from None
+    except OSError as err:  # e.g. the disk filled up mid-run: one line, the run resumes later
+        raise UsageError(f"{err.filename or out}: {err.strerror or err}") from None
     from loraml.empirical.parallel import is_main_process
 
     if is_main_process():  # under accelerate launch, one report rather than one per process

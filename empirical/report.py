@@ -442,10 +442,12 @@ def rebuild(out: str | os.PathLike) -> Path:
         ) from None
     md = out / "results.md"
     tmp = out / "results.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, md)
     try:
+        tmp.write_text(text)
+        os.replace(tmp, md)
         render_plot(results, out / "results.png")
+    except OSError as err:
+        raise ValueError(f"{out}: cannot write the report ({err.strerror or err})") from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise ValueError(f"{path}: cannot plot it ({type(err).__name__}: {err})") from None
     return md

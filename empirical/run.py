@@ -1211,6 +1211,28 @@ def _same_content(a: str, b: str) -> bool:
     return pa.samefile(pb) or _sha256(pa) == _sha256(pb)
 
 
+def _check_out(out: Path) -> None:
+    """Refuse a run directory that cannot be one: not a directory, a name too long, under a
+    regular file, or not writable (checked on the nearest existing ancestor)."""
+    if str(out) == "":
+        raise ValueError("out is empty; give a run directory")
+    if any(len(part.encode()) > 255 for part in out.parts):
+        raise ValueError(f"out {str(out)[:80]}...: a path component is longer than 255 bytes")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise ValueError(f"out {out} exists and is not a directory; give a directory")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise ValueError(f"out {out} is not writable; give another directory")
+        return
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"out {out}: {parent} is a file, so no directory can be made under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"out {out}: cannot create it under {parent} (not writable)")
+
+
 def preflight(cfg: RunConfig, seeds: Sequence[int], out: Path) -> None:
     """Check everything that can be checked before a run creates or reads anything heavy.
 
@@ -1218,7 +1240,8 @@ def preflight(cfg: RunConfig, seeds: Sequence[int], out: Path) -> None:
     ------
     ValueError
         One line naming the setting: bad settings (:meth:`RunConfig.validate`), seeds not
-        distinct integers in [0, :data:`MAX_SEED`], ``out`` an existing non-directory, a
+        distinct integers in [0, :data:`MAX_SEED`], ``out`` not a possible directory (a file,
+        under a file, a name over 255 bytes, not writable), a
         ``test_data_path`` with the same content as ``data_path`` (the unseen tasks would be
         retraining tasks), or a CUDA device where there is none.
     """
@@ -1228,8 +1251,7 @@ def preflight(cfg: RunConfig, seeds: Sequence[int], out: Path) -> None:
     for s in seeds:
         if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s <= MAX_SEED:
             raise ValueError(f"seeds must be integers in [0, {MAX_SEED}], got {s!r}")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out {out} exists and is not a directory; give a directory")
+    _check_out(out)
     for name in ("data_path", "persona_map", "test_data_path", "test_persona_map"):
         value = getattr(cfg, name)
         if value is not None and not Path(value).is_file():

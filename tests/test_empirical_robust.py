@@ -283,3 +283,25 @@ def test_fuzzed_results_json_is_rendered_or_refused_in_one_line(tmp_path_factory
     if code == 2:
         assert "results.json" in err and "\n" not in err and "Traceback" not in err
         assert not (root / "results.md").exists()
+
+
+@pytest.mark.parametrize("kind", ["empty", "under-file", "too-long", "fifo", "file"])
+def test_impossible_out_is_refused_before_the_run(tmp_path, capsys, kind):
+    import os
+
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    out = {
+        "empty": "",
+        "under-file": str(afile / "run"),
+        "too-long": str(tmp_path / ("x" * 300)),
+        "fifo": str(tmp_path / "fifo"),
+        "file": str(afile),
+    }[kind]
+    if kind == "fifo":
+        os.mkfifo(out)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main([*_ARGV, "--out", out]) == 2
+    assert "--out" in _one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert afile.read_text() == "keep me"
