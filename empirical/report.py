@@ -264,6 +264,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{cfg['max_length_used']} tokens, {cfg['epochs']} retraining epochs, {cfg['ft_epochs']} "
         f"fine-tuning epochs, seeds {cfg['seeds']}, device {cfg['device_used']}.",
         "",
+        _protocol_line(cfg),
+        "",
         "Hits@1 in % (mean over test tasks; mean +- standard error over seeds).",
         "",
         "| Retraining | " + " | ".join(_scheme_label(*s) for s in schemes) + " |",
@@ -335,6 +337,21 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _protocol_line(cfg: dict[str, Any]) -> str:
+    """The protocol settings of a run (a results file written before a setting existed used
+    the value given here as its default)."""
+    clip = cfg.get("grad_clip", 1.0)
+    excluded = cfg.get("exclude_tasks") or []
+    return (
+        f"Protocol: {cfg.get('batching', 'interleaved')} retraining batches, weight decay "
+        f"{cfg.get('weight_decay', 0.0):g}, gradient clipping "
+        f"{'none' if not clip else format(clip, 'g')}, fine-tuning decay horizon "
+        f"{cfg.get('ft_decay_horizon', 1.0):g} x steps, retraining epoch kept: "
+        f"{cfg.get('retrain_selection', 'last')}, excluded tasks: "
+        f"{', '.join(excluded) if excluded else 'none'}."
+    )
 
 
 def _table_rows(

@@ -192,6 +192,10 @@ def test_paper_protocol_on_tiny_resumes_exactly_and_reports_last_and_best(tmp_pa
     md = (tmp_path / "full" / "results.md").read_text()
     assert "| Retraining (best epoch) |" in md and "optimistic" in md.lower()
     assert "Retraining epoch used" in md
+    assert (
+        "Protocol: per-task retraining batches, weight decay 0.01, gradient clipping none, "
+        "fine-tuning decay horizon 4 x steps, retraining epoch kept: best" in md
+    )
     # killed in LoRA-ML's second retraining epoch (SR: 2 x 3 steps, 2 tasks x 3 head epochs
     # = steps 1-12; LoRA-ML's epoch 2 = steps 16-18): resumes to the same numbers
     with pytest.raises(RunInterrupted):
