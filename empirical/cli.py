@@ -43,7 +43,56 @@ _OVERRIDES: dict[str, tuple[str, type, str]] = {
     "--lora-rank": ("lora_rank", int, "LoRA-ML retraining adapter rank"),
     "--dropout": ("dropout", float, "dropout of the adapters and heads"),
     "--device": ("device", str, "'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    "--weight-decay": ("weight_decay", float, "AdamW weight decay (released scripts: 0.01)"),
+    "--grad-clip": ("grad_clip", float, "gradient norm clip, 0: none (released scripts: 0)"),
+    "--batching": (
+        "batching",
+        str,
+        "retraining batches: 'interleaved' (tasks mixed in every batch) or 'per-task' (one task "
+        "a batch, tasks in turn, absent tasks' adapters and heads untouched; released scripts)",
+    ),
+    "--ft-decay-horizon": (
+        "ft_decay_horizon",
+        float,
+        "fine-tuning LR decays linearly to 0 at this multiple of the real steps "
+        "(1: at the end; released scripts: 4)",
+    ),
+    "--retrain-selection": (
+        "retrain_selection",
+        str,
+        "'last' retraining epoch, or 'best' by hits@1 on the retraining tasks' held-out "
+        "dialogues (released scripts)",
+    ),
 }
+
+#: The pip command that installs what ``loraml empirical`` needs.
+INSTALL = "pip install 'loraml[empirical]'"
+
+
+def _require(modules: tuple[str, ...], action: str) -> None:
+    """Refuse with one line naming the extra when a module ``action`` needs is missing."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise UsageError(
+                f"'loraml empirical {action}' needs {name} (the 'empirical' extra); install it "
+                f"with: {INSTALL}"
+            ) from None
+
+
+def _flag_message(message: str) -> str:
+    """A settings error with its first word (a RunConfig field) shown as the CLI flag."""
+    field = message.split()[0] if message.split() else ""
+    flags = [f for f, (name, _, _) in _OVERRIDES.items() if name == field]
+    if flags:
+        return f"{flags[0]}{message[len(field) :]}"
+    named = {"seeds": "--seeds", "out": "--out", "exclude_tasks": "--exclude-tasks"}
+    if field in named:
+        return f"{named[field]}{message[len(field) :]}"
+    return message
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,13 +115,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "on 2 cores); paper: roberta-base on ConvAI2 (GPU)",
     )
     run.add_argument("--seeds", type=int, nargs="+", help="training seeds (default per preset)")
-    run.add_argument("--out", type=Path, help="run directory (default runs/empirical-PRESET)")
+    run.add_argument("--out", help="run directory (default runs/empirical-PRESET)")
     run.add_argument(
         "--methods", nargs="+", help="retraining methods: sr lora-ml last-layer-ml reptile"
     )
     run.add_argument("--ranks", type=int, nargs="*", help="fine-tuning LoRA ranks")
     run.add_argument(
         "--no-head-only", action="store_true", help="skip last-layer (fresh head only) fine-tuning"
+    )
+    run.add_argument(
+        "--exclude-tasks",
+        nargs="*",
+        metavar="NAME",
+        help="task names never chosen (paper preset: persona-0, PAML's cluster 0, which the "
+        "released scripts delete); give none to keep every task",
     )
     run.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -102,6 +158,8 @@ def _config(args: argparse.Namespace):
         changes["methods"] = tuple(args.methods)
     if args.ranks is not None:
         changes["ranks"] = tuple(args.ranks)
+    if args.exclude_tasks is not None:
+        changes["exclude_tasks"] = tuple(args.exclude_tasks)
     if args.no_head_only:
         changes["head_only"] = False
     if args.bf16:
@@ -117,36 +175,42 @@ def _config(args: argparse.Namespace):
             "paper retrained on the train split and tested on the valid split",
             file=sys.stderr,
         )
-    try:
-        cfg.validate()
-    except ValueError as err:
-        message = str(err)
-        field = message.split()[0]
-        flags = [f for f, (name, _, _) in _OVERRIDES.items() if name == field]
-        raise UsageError(f"{flags[0]}: {message}" if flags else message) from None
     return cfg
 
 
 def _run(args: argparse.Namespace) -> int:
-    from loraml.empirical.run import DEFAULT_SEEDS, run_experiment
+    _require(("torch", "transformers", "peft"), "run")
+    from loraml.empirical.run import (
+        DEFAULT_SEEDS,
+        CheckpointError,
+        Diverged,
+        preflight,
+        run_experiment,
+    )
 
     cfg = _config(args)
     seeds = args.seeds if args.seeds is not None else list(DEFAULT_SEEDS[args.preset])
-    if any(s < 0 for s in seeds):
-        raise UsageError(f"--seeds must be non-negative, got {seeds}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    if args.out == "":
+        raise UsageError("--out is empty; give a run directory")
+    out = Path(args.out) if args.out is not None else Path("runs") / f"empirical-{args.preset}"
+    try:
+        preflight(cfg, seeds, out)  # before anything is created
+    except ValueError as err:
+        raise UsageError(_flag_message(str(err).splitlines()[0])) from None
     if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
-    out = args.out or Path("runs") / f"empirical-{args.preset}"
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a directory")
     try:
         run_experiment(cfg, seeds, out, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
+    except (Diverged, CheckpointError) as err:
         raise UsageError(str(err).splitlines()[0]) from None
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(_flag_message(str(err).splitlines()[0])) from None
+    except OSError as err:  # e.g. the disk filled up mid-run: one line, the run resumes later
+        raise UsageError(f"{err.filename or out}: {err.strerror or err}") from None
     from loraml.empirical.parallel import is_main_process
 
     if is_main_process():  # under accelerate launch, one report rather than one per process
@@ -156,6 +220,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    _require(("matplotlib",), "report")
     from loraml.empirical.report import rebuild
 
     if not args.dir.is_dir():

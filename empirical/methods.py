@@ -14,10 +14,11 @@ Retraining (on T persona tasks), all starting from the same pretrained encoder:
   steps (lr 5e-5) on batches of one task from the current weights, then the outer update treats
   ``theta - theta_inner`` as a gradient for an outer AdamW (lr 1e-4).
 
-SR, LoRA-ML and last-layer-ML see the *same* batches in the same order
-(:func:`interleaved_batches`): tasks interleaved round-robin within every batch, so the only
-difference between them is the model (an equal comparison; the released scripts gave SR the tasks
-one after another).
+SR, LoRA-ML and last-layer-ML see the *same* batches in the same order, so the only difference
+between them is the model (an equal comparison; the released scripts gave SR the tasks one after
+another): by default tasks interleaved round-robin within every batch
+(:func:`interleaved_batches`), or, with per-task batching, one task per batch, tasks in turn
+(:func:`per_task_batches`, the released LoRA-ML's layout, which SR then shares).
 
 Fine-tuning on each unseen task starts from the retrained encoder with retraining adapters and
 heads discarded: ``lora`` adds one fresh peft LoRA adapter of rank r to every transformer-block
@@ -163,6 +164,68 @@ def interleaved_batches(
         if i < sizes[t]
     ]
     return [stream[i : i + batch_size] for i in range(0, len(stream), batch_size)]
+
+
+def per_task_batches(
+    sizes: Sequence[int], batch_size: int, rng: np.random.Generator
+) -> list[list[tuple[int, int]]]:
+    """One epoch of single-task batches, tasks in turn (the released scripts' batching).
+
+    Each task's examples are shuffled (a fresh permutation per epoch, drawn in task order as in
+    :func:`interleaved_batches`, so both layouts use the same permutations) and cut into
+    batches of ``batch_size`` (a task's last batch may be smaller); the batches are then taken
+    round-robin: task 0's first, task 1's first, ..., task 0's second, ..., a task dropping out
+    when its batches are used up. Each batch is one optimizer step on one task.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Number of training examples of each task.
+    batch_size : int
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    list of list of (task, index)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> batches = per_task_batches([3, 2], 2, np.random.default_rng(0))
+    >>> [sorted({t for t, _ in b}) for b in batches]
+    [[0], [1], [0]]
+    >>> [len(b) for b in batches]
+    [2, 2, 1]
+    """
+    orders = [rng.permutation(n).tolist() for n in sizes]
+    cut = [
+        [[(t, i) for i in order[j : j + batch_size]] for j in range(0, len(order), batch_size)]
+        for t, order in enumerate(orders)
+    ]
+    return [
+        cut[t][j]
+        for j in range(max((len(c) for c in cut), default=0))
+        for t in range(len(sizes))
+        if j < len(cut[t])
+    ]
+
+
+def task_parameters(model: PairScorer) -> list[nn.Parameter]:
+    """The per-task parameters of a retraining model, each stacked over tasks along dim 0.
+
+    LoRA-ML: every :class:`loraml.empirical.lora.MultiTaskLoRALinear`'s ``lora_A`` (T, r, in)
+    and ``lora_B`` (T, out, r), and the heads; last-layer-ML: the heads; SR and Reptile (one
+    shared head): none. Row t of each belongs to task t alone.
+    """
+    from loraml.empirical.lora import MultiTaskLoRALinear
+
+    params: list[nn.Parameter] = []
+    for module in model.modules():
+        if isinstance(module, MultiTaskLoRALinear):
+            params += [module.lora_A, module.lora_B]
+    if model.per_task_heads:
+        params += list(model.heads.parameters())
+    return params
 
 
 def reptile_rounds(

@@ -159,13 +159,20 @@ def load_persona_map(path: str | os.PathLike) -> dict[tuple[str, ...], int]:
         obj = restricted_loads(Path(path).read_bytes())
     except pickle.UnpicklingError as err:
         raise DataError(name, None, f"refused to unpickle persona map: {err}") from None
-    except (EOFError, ValueError, TypeError) as err:
-        raise DataError(name, None, f"not a readable persona-map pickle: {err}") from None
+    except OSError as err:
+        raise DataError(name, None, f"cannot read persona map: {err.strerror or err}") from None
+    except Exception as err:  # noqa: BLE001 - a malformed pickle fails in many ways; one line
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(name, None, f"not a readable persona-map pickle: {detail}") from None
     if not isinstance(obj, dict):
         raise DataError(name, None, f"persona map must be a dict, got {type(obj).__name__}")
     inverse: dict[tuple[str, ...], int] = {}
     for cluster, personas in obj.items():
-        if not isinstance(cluster, (int, np.integer)) or not isinstance(personas, list):
+        if (
+            isinstance(cluster, bool)
+            or not isinstance(cluster, (int, np.integer))
+            or not isinstance(personas, list)
+        ):
             raise DataError(name, None, f"entry {cluster!r}: expected int -> list of lists")
         for persona in personas:
             if not isinstance(persona, list) or not all(isinstance(s, str) for s in persona):

@@ -3,14 +3,21 @@
 One run = for each seed, each retraining method retrains the pretrained encoder on the T
 retraining tasks; then each retrained encoder is fine-tuned on each unseen task by each
 fine-tuning scheme (LoRA of rank r, or a fresh head only) and scored by hits@1 on the task's
-held-out dialogues. Training: AdamW, linear warm-up then linear decay, batches of 8 examples
-(8 K pairs), loss :func:`loraml.empirical.model.candidate_cross_entropy`, gradient norm clipped at
-1.
+held-out dialogues after every fine-tuning epoch (the last epoch is the result). Training: AdamW,
+linear warm-up then linear decay, batches of 8 examples (8 K pairs), loss
+:func:`loraml.empirical.model.candidate_cross_entropy`, gradient norm clipped at ``grad_clip``;
+where the released scripts differ (batching, weight decay, clipping, fine-tuning schedule,
+retraining epoch kept, excluded clusters) :class:`RunConfig` has a setting, and the ``paper``
+preset takes the released value.
 
 Resumability. The run directory holds ``config.json`` (a rerun must use the same settings),
 and per seed: ``retrain-<method>.ckpt.pt`` after every retraining epoch (model, optimizer,
 scheduler, torch RNG states, epoch), ``base-<method>.pt`` once retraining is done (the retrained
 encoder, adapters and heads discarded), and ``finetune-<method>.json`` after every fine-tuned task.
+Checkpoints hold tensors and plain data only, load with ``torch.load(weights_only=True)`` and
+carry a SHA-256 checksum file beside them (:func:`save_checkpoint`, :func:`load_checkpoint`).
+A NaN or infinite loss, gradient, parameter or held-out score stops the run with
+:class:`Diverged` before the epoch's checkpoint is written.
 Every random draw is seeded from (seed, method, epoch) or (seed, method, scheme, rank, task), and
 the torch RNG state is restored from the checkpoint, so a run killed at any point and restarted
 with the same command ends with the same numbers as an uninterrupted one (on the same machine
@@ -23,8 +30,12 @@ Several processes (``accelerate launch`` or ``torchrun``): see :mod:`loraml.empi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import os
+import re
+import sys
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -43,12 +54,24 @@ from loraml.empirical.model import (
     load_encoder,
     model_limit,
 )
-from loraml.empirical.parallel import Workers
+from loraml.empirical.parallel import Workers, launched_world_size
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from loraml.empirical.data import Example, Task, TaskSplit
+
+
+#: Device names a run accepts (checked before anything is created).
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+#: Retraining batch layouts (see :attr:`RunConfig.batching`).
+BATCHING = ("interleaved", "per-task")
+#: Retraining epoch selection (see :attr:`RunConfig.retrain_selection`).
+SELECTION = ("last", "best")
+
+#: Training seeds: non-negative and small enough for a directory name and every seeding API.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -98,6 +121,27 @@ class RunConfig:
         ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``.
     bf16 : bool
         bfloat16 autocast for the encoder.
+    batching : {"interleaved", "per-task"}
+        Retraining batches of SR, LoRA-ML and last-layer-ML (:data:`BATCHING`):
+        ``interleaved`` mixes the tasks within every batch
+        (:func:`loraml.empirical.methods.interleaved_batches`); ``per-task`` gives each batch
+        one task, tasks in turn (:func:`loraml.empirical.methods.per_task_batches`), and the
+        per-task adapters and heads of the tasks absent from a batch receive no update at all
+        (:class:`loraml.empirical.optim.TaskRowAdamW`), as in the released scripts.
+    grad_clip : float
+        Gradient norm clipped at this value at every step; 0: no clipping (released scripts).
+    ft_decay_horizon : float
+        Fine-tuning schedule: warm-up over ``warmup_ratio`` of the real steps S, then linear
+        decay that would reach 0 at ``ft_decay_horizon * S`` steps. 1: decays to 0 at the end;
+        4 (released scripts): the rate ends at ``(4 - 1) / (4 - warmup_ratio)`` of its peak
+        (0.77 for warm-up 0.1).
+    retrain_selection : {"last", "best"}
+        Which retraining epoch's encoder is fine-tuned: the last, or (released scripts) the one
+        with the best hits@1 on the retraining tasks' held-out dialogues (each task's own head
+        and adapter; ties: the earlier epoch).
+    exclude_tasks : tuple of str
+        Task (group) names never chosen, e.g. ``("persona-0",)``: PAML's cluster 0, which the
+        released scripts delete from the persona map (:func:`load_split`).
     """
 
     model: str = "tiny"
@@ -132,6 +176,11 @@ class RunConfig:
     data_seed: int = 0
     device: str = "auto"
     bf16: bool = False
+    batching: str = "interleaved"
+    grad_clip: float = 1.0
+    ft_decay_horizon: float = 1.0
+    retrain_selection: str = "last"
+    exclude_tasks: tuple[str, ...] = ()
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -163,6 +212,30 @@ class RunConfig:
             raise ValueError("dropout and warmup_ratio must lie in [0, 1)")
         if self.max_length is not None and self.max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+        for name in ("lr", "ft_lr", "reptile_inner_lr", "reptile_outer_lr", "lora_alpha"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be finite and >= 0, got {self.weight_decay}")
+        if self.batching not in BATCHING:
+            raise ValueError(f"batching must be one of {BATCHING}, got {self.batching!r}")
+        if self.retrain_selection not in SELECTION:
+            raise ValueError(
+                f"retrain_selection must be one of {SELECTION}, got {self.retrain_selection!r}"
+            )
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ValueError(f"grad_clip must be finite and >= 0 (0: off), got {self.grad_clip}")
+        if not (math.isfinite(self.ft_decay_horizon) and self.ft_decay_horizon >= 1):
+            raise ValueError(
+                f"ft_decay_horizon must be finite and >= 1, got {self.ft_decay_horizon}"
+            )
+        if not all(isinstance(n, str) and n for n in self.exclude_tasks):
+            raise ValueError(f"exclude_tasks must be task names, got {self.exclude_tasks!r}")
+        if not _DEVICE.fullmatch(self.device):
+            raise ValueError(
+                f"device {self.device!r} is not a device: use 'auto', 'cpu', 'cuda', 'cuda:N' "
+                "or 'mps'"
+            )
 
     def schemes(self) -> list[tuple[str, int]]:
         """Fine-tuning schemes as (scheme, rank): LoRA ranks first, then (``head``, 0)."""
@@ -173,8 +246,10 @@ class RunConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-#: Named settings. ``paper``: the paper's protocol (GPU); ``cpu``: the offline check, sized for
-#: about 30 minutes per seed on 2 CPU cores; ``tiny``: end-to-end plumbing in seconds.
+#: Named settings. ``paper``: the paper's protocol as the released scripts ran it (GPU);
+#: ``cpu``: the offline check, sized for about 30 minutes per seed on 2 CPU cores, with our
+#: defaults (interleaved batches, weight decay 0, clipping at 1, schedule decaying to 0, last
+#: epoch); ``tiny``: end-to-end plumbing in seconds.
 PRESETS: dict[str, RunConfig] = {
     "paper": RunConfig(
         model="roberta-base",
@@ -185,6 +260,13 @@ PRESETS: dict[str, RunConfig] = {
         epochs=10,
         ft_epochs=10,
         bf16=False,
+        # the released scripts' protocol (README, "paper / released scripts / our default")
+        batching="per-task",
+        weight_decay=0.01,
+        grad_clip=0.0,
+        ft_decay_horizon=4.0,
+        retrain_selection="best",
+        exclude_tasks=("persona-0",),
     ),
     # Sized on the 2-core VM: K = 8 instead of 20, 48 tokens per pair, 32 training examples
     # per task, 2 retraining and 3 fine-tuning epochs; with so few steps the learning rates are
@@ -232,6 +314,19 @@ class RunInterrupted(RuntimeError):
     """Raised by :class:`StepBudget` to stop a run after a given number of optimizer steps."""
 
 
+class Diverged(RuntimeError):
+    """A loss, gradient, parameter or score became NaN or infinite: the run stops, one line.
+
+    The message names the method, seed, epoch and step; the last checkpoint written (at the end
+    of the last finite epoch) is kept, and no result is written.
+    """
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that fails its checksum, is truncated, or holds anything but tensors and
+    plain data (a pickle that would run code is refused, never executed)."""
+
+
 @dataclass
 class StepBudget:
     """Counts optimizer steps and raises :class:`RunInterrupted` after ``limit`` (None: never).
@@ -271,9 +366,18 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available else CPU; otherwise ``torch.device(name)``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r} is not a device; use auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
+        raise ValueError(f"device {name}: CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name}: MPS is not available here; use --device cpu")
     return device
 
 
@@ -287,13 +391,37 @@ def resolve_source(cfg: RunConfig) -> str:
 
 
 def load_split(cfg: RunConfig) -> TaskSplit:
-    """The retraining and unseen tasks of ``cfg`` (``data="auto"`` resolved)."""
+    """The retraining and unseen tasks of ``cfg`` (``data="auto"`` resolved).
+
+    With ``exclude_tasks`` the groups so named are never chosen: ``k`` more groups are loaded
+    (the largest ``n_retrain + n_test + k`` of one file; ``n_retrain + k`` and ``n_test + k``
+    of two files), the excluded ones dropped, and the rest taken in the same size order.
+    """
+    from loraml.empirical.data import TaskSplit
+
+    k = len(cfg.exclude_tasks)
+    if not k:
+        return _load_tasks(cfg, cfg.n_retrain, cfg.n_test)
+    drop = set(cfg.exclude_tasks)
+    if cfg.test_data_path is not None:
+        more = _load_tasks(cfg, cfg.n_retrain + k, cfg.n_test + k)
+        retrain = [t for t in more.retrain if t.name not in drop][: cfg.n_retrain]
+        test = [t for t in more.test if t.name not in drop][: cfg.n_test]
+    else:
+        more = _load_tasks(cfg, cfg.n_retrain, cfg.n_test + k)
+        kept = [t for t in (*more.retrain, *more.test) if t.name not in drop]
+        retrain, test = kept[: cfg.n_retrain], kept[cfg.n_retrain : cfg.n_retrain + cfg.n_test]
+    info = {**more.info, "excluded_tasks": sorted(drop)}
+    return TaskSplit(retrain=tuple(retrain), test=tuple(test), info=info)
+
+
+def _load_tasks(cfg: RunConfig, n_retrain: int, n_test: int) -> TaskSplit:
     from loraml.empirical.data import load_tasks
 
     return load_tasks(
         resolve_source(cfg),
-        n_retrain=cfg.n_retrain,
-        n_test=cfg.n_test,
+        n_retrain=n_retrain,
+        n_test=n_test,
         n_candidates=cfg.n_candidates,
         seed=cfg.data_seed,
         path=cfg.data_path,
@@ -308,10 +436,79 @@ def load_split(cfg: RunConfig) -> TaskSplit:
 # --------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------
-def _atomic_torch_save(obj: object, path: Path) -> None:
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _read_digests(path: Path) -> list[str]:
+    """The digests a checksum file allows (one; two while a checkpoint is being replaced)."""
+    try:
+        stored = json.loads(path.read_text())
+        digests = stored["sha256"]
+        if not isinstance(digests, list) or not all(isinstance(d, str) for d in digests):
+            raise TypeError("sha256 is not a list of strings")
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"{path}: unreadable checksum file ({err}); delete it") from None
+    return digests
+
+
+def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
+    """Save tensors and plain data to ``path`` with a SHA-256 checksum beside it (``.sha256``).
+
+    Crash-safe: the new file is written aside, the checksum file then lists the new and the old
+    digest, the new file replaces the old, and the checksum file is rewritten with the new digest
+    only; a kill at any moment leaves a checkpoint that matches its checksum file.
+    """
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
+    digest = _sha256(tmp)
+    side = _checksum_path(path)
+    old = _read_digests(side)[:1] if side.exists() and path.exists() else []
+    write_json({"sha256": [digest, *old]}, side)
     os.replace(tmp, path)
+    write_json({"sha256": [digest]}, side)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, verifying it first.
+
+    Only tensors and plain containers load (``torch.load(weights_only=True)``): a crafted file
+    cannot run code. A checkpoint without a checksum file (written before checksums existed)
+    loads with a note on stderr.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the file: checksum mismatch, truncated/corrupt, or refused content.
+    """
+    side = _checksum_path(path)
+    if side.exists():
+        if _sha256(path) not in _read_digests(side):
+            raise CheckpointError(
+                f"{path} does not match its checksum ({side.name}): corrupt or truncated; "
+                "delete both files to recompute that part of the run"
+            )
+    else:
+        print(f"note: {path} has no checksum file (an older run); loading it", file=sys.stderr)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure is the file's: report it in one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} is not a loadable checkpoint (only tensors and plain data are accepted: "
+            f"{first[:200]}); delete it to recompute that part of the run"
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} does not hold a checkpoint dict; delete it")
+    return obj
 
 
 def write_json(obj: object, path: Path) -> None:
@@ -345,12 +542,59 @@ def _batch(ctx: _Context, examples: Sequence[Example], task_ids: Sequence[int]) 
     return ctx.pairs.encode(examples, task_ids).to(ctx.device)
 
 
-def _optimizer(params: Sequence[torch.nn.Parameter], lr: float, ctx: _Context, steps: int):
+def _stop_unless_finite(value: float, where: str, what: str) -> None:
+    """Raise :class:`Diverged` naming ``where`` (method, seed, epoch, step) unless finite."""
+    if not math.isfinite(value):
+        raise Diverged(
+            f"{where}: {what} is {value}; the run stopped (no result written, the last "
+            "finite epoch's checkpoint kept); lower the learning rate"
+        )
+
+
+def _check_parameters(params: Sequence[torch.nn.Parameter], where: str) -> None:
+    """Raise :class:`Diverged` if any parameter holds a NaN or an infinity."""
+    with torch.no_grad():
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            _stop_unless_finite(float("nan"), where, "a model parameter")
+
+
+def _optimizer(
+    params: Sequence[torch.nn.Parameter],
+    lr: float,
+    ctx: _Context,
+    steps: int,
+    horizon: float = 1.0,
+    task_params: Sequence[torch.nn.Parameter] = (),
+):
+    """AdamW and its schedule: warm-up over ``warmup_ratio * steps``, then linear decay
+    reaching 0 at ``horizon * steps``. With ``task_params`` (per-task batching) those
+    parameters' rows are updated only for the tasks present in a batch
+    (:class:`loraml.empirical.optim.TaskRowAdamW`)."""
     from transformers import get_linear_schedule_with_warmup
 
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=ctx.cfg.weight_decay)
+    if task_params:
+        from loraml.empirical.optim import TaskRowAdamW
+
+        mine = {id(p) for p in task_params}
+        groups = [
+            {"params": [p for p in params if id(p) not in mine]},
+            {"params": [p for p in params if id(p) in mine], "task_rows": True},
+        ]
+        optimizer: torch.optim.Optimizer = TaskRowAdamW(
+            groups, lr=lr, weight_decay=ctx.cfg.weight_decay
+        )
+    else:
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=ctx.cfg.weight_decay)
     warmup = int(round(ctx.cfg.warmup_ratio * steps))
-    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, steps)
+    total = steps if horizon == 1 else int(math.ceil(horizon * steps))
+    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total)
+
+
+def _clip(params: Sequence[torch.nn.Parameter], ctx: _Context, where: str) -> None:
+    """Clip the gradient norm at ``grad_clip`` (0: off); stop if the gradient is not finite."""
+    if ctx.cfg.grad_clip > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, ctx.cfg.grad_clip)
+        _stop_unless_finite(float(norm), where, "the gradient norm")
 
 
 def _backward(
@@ -383,12 +627,19 @@ def _step(
     optimizer: Any,
     scheduler: Any,
     ctx: _Context,
+    where: str,
     data_parallel: bool = True,
 ) -> float:
-    """One optimizer step on a batch (see :func:`_backward`); returns the loss."""
+    """One optimizer step on a batch (see :func:`_backward`); returns the loss.
+
+    Stops with :class:`Diverged` (naming ``where``) when the loss or the gradient is not finite.
+    """
     optimizer.zero_grad(set_to_none=True)
     loss = _backward(model, examples, task_ids, ctx, data_parallel)
-    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
+    _stop_unless_finite(loss, where, "the training loss")
+    _clip([p for g in optimizer.param_groups for p in g["params"]], ctx, where)
+    if hasattr(optimizer, "present"):  # per-task batching: which tasks' rows may move
+        optimizer.present = sorted(set(task_ids))
     optimizer.step()
     scheduler.step()
     ctx.budget.tick()
@@ -396,15 +647,30 @@ def _step(
 
 
 @torch.no_grad()
-def evaluate(model: PairScorer, examples: Sequence[Example], ctx: _Context) -> tuple[int, int]:
-    """(hits, total): hits@1 counts of ``model`` on ``examples`` (eval mode, no dropout)."""
+def evaluate(
+    model: PairScorer,
+    examples: Sequence[Example],
+    ctx: _Context,
+    where: str = "evaluation",
+    task_id: int = 0,
+) -> tuple[int, int]:
+    """(hits, total): hits@1 counts of ``model`` on ``examples`` (eval mode, no dropout).
+
+    An example whose scores are not all finite never counts as a hit (``argmax`` over NaN
+    returns 0); any such score stops the run with :class:`Diverged` naming ``where``.
+    ``task_id`` selects the head and adapter of a retraining task (0 for fine-tuned models).
+    """
     model.eval()
     hits = 0
     for i in range(0, len(examples), ctx.cfg.eval_batch_size):
         chunk = examples[i : i + ctx.cfg.eval_batch_size]
-        batch = _batch(ctx, chunk, [0] * len(chunk))
+        batch = _batch(ctx, chunk, [task_id] * len(chunk))
         with _autocast(ctx):
-            hits += int(hits_at_1(model(batch), batch.labels))
+            scores = model(batch).float()
+        finite = torch.isfinite(scores).all(dim=-1)
+        hits += int(hits_at_1(scores[finite], batch.labels[finite]))
+        if not bool(finite.all()):
+            _stop_unless_finite(float("nan"), where, "a held-out score")
     return hits, len(examples)
 
 
@@ -429,12 +695,14 @@ def retrain(method: str, seed: int, seed_dir: Path, ctx: _Context) -> dict[str, 
     Returns
     -------
     dict
-        ``encoder`` (state dict of the retrained encoder, adapters discarded), ``seconds``,
-        ``examples`` (retraining examples processed), ``steps``.
+        ``encoder`` (state dict of the retrained encoder, adapters discarded; with
+        ``retrain_selection="best"`` the best epoch's), ``seconds``, ``examples`` (retraining
+        examples processed), ``steps``, and ``selected_epoch`` and ``epoch_hits`` (hits@1 on the
+        retraining tasks' held-out dialogues per epoch; ``retrain_selection="best"`` only).
     """
     final = seed_dir / f"base-{method}.pt"
     if final.exists():
-        return torch.load(final, map_location="cpu", weights_only=True)
+        return load_checkpoint(final)
     cfg, tasks = ctx.cfg, ctx.split.retrain
     sizes = [len(t.train) for t in tasks]
     workers = ctx.workers
@@ -455,6 +723,7 @@ def retrain(method: str, seed: int, seed_dir: Path, ctx: _Context) -> dict[str, 
     net = workers.wrap(model)  # what the training steps call; ``model`` holds the same weights
     params = [p for p in model.parameters() if p.requires_grad]
     reptile = method == "reptile"
+    per_task = cfg.batching == "per-task"
     if reptile:
         per_epoch = len(
             M.reptile_rounds(
@@ -463,43 +732,82 @@ def retrain(method: str, seed: int, seed_dir: Path, ctx: _Context) -> dict[str, 
         )
         optimizer, scheduler = _optimizer(params, cfg.reptile_outer_lr, ctx, cfg.epochs * per_epoch)
     else:
-        per_epoch = len(M.interleaved_batches(sizes, cfg.batch_size, np.random.default_rng(0)))
-        optimizer, scheduler = _optimizer(params, cfg.lr, ctx, cfg.epochs * per_epoch)
+        per_epoch = len(_retrain_batches(sizes, ctx, np.random.default_rng(0)))
+        task_params = M.task_parameters(model) if per_task else []
+        optimizer, scheduler = _optimizer(
+            params, cfg.lr, ctx, cfg.epochs * per_epoch, task_params=task_params
+        )
 
     ckpt_path = seed_dir / f"retrain-{method}.ckpt.pt"
     start, seconds, examples = 0, 0.0, 0
+    best: dict[str, Any] | None = None
+    epoch_hits: list[float] = []
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(ckpt_path)
         if ckpt.get("world", 1) != workers.world:
             raise ValueError(
                 f"{ckpt_path} was written by {ckpt.get('world', 1)} processes; resume it with "
                 f"as many (this run has {workers.world})"
             )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"] if workers.world == 1 else ckpt["rng_ranks"][workers.rank])
-        start, seconds, examples = ckpt["epoch"], ckpt["seconds"], ckpt["examples"]
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            _set_rng_state(ckpt["rng"] if workers.world == 1 else ckpt["rng_ranks"][workers.rank])
+            start, seconds, examples = ckpt["epoch"], ckpt["seconds"], ckpt["examples"]
+            best, epoch_hits = ckpt.get("best"), list(ckpt.get("epoch_hits", []))
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(
+                f"{ckpt_path} does not fit this run ({first[:200]}); delete it to retrain"
+            ) from None
 
     for epoch in range(start, cfg.epochs):
         # The same batch order for every method of this seed and epoch: an equal comparison.
         rng = np.random.default_rng([seed, epoch, 7919])
         t0 = time.perf_counter()
+        where = f"{method}, seed {seed}, retraining epoch {epoch + 1}"
         if reptile:
             examples += _reptile_epoch(net, optimizer, scheduler, rng, sizes, seed, epoch, ctx)
         else:
-            batches = M.interleaved_batches(sizes, cfg.batch_size, rng)
+            batches = _retrain_batches(sizes, ctx, rng)
             bar = _progress(
                 ctx, len(batches), f"seed {seed} {method} epoch {epoch + 1}/{cfg.epochs}"
             )
-            for items in batches:
+            for step, items in enumerate(batches, 1):
                 chunk = [tasks[t].train[i] for t, i in items]
-                loss = _step(net, chunk, [t for t, _ in items], optimizer, scheduler, ctx)
+                loss = _step(
+                    net,
+                    chunk,
+                    [t for t, _ in items],
+                    optimizer,
+                    scheduler,
+                    ctx,
+                    f"{where}, step {step}",
+                )
                 examples += len(items)
                 bar.set_postfix(loss=f"{loss:.3f}")
                 bar.update()
             bar.close()
+        _check_parameters(params, f"{where}, end of epoch")
         seconds += time.perf_counter() - t0
+        if cfg.retrain_selection == "best":
+            hits, total = 0, 0
+            for t, task in enumerate(tasks):
+                h, n = evaluate(
+                    model, task.eval, ctx, f"{where}, selection", t if model.per_task_heads else 0
+                )
+                hits, total = hits + h, total + n
+            epoch_hits.append(hits / total if total else 0.0)
+            if best is None or epoch_hits[-1] > best["hits"]:
+                best = {
+                    "epoch": epoch + 1,
+                    "hits": epoch_hits[-1],
+                    "encoder": {
+                        k: v.detach().cpu().clone()
+                        for k, v in M.retrained_encoder(model).state_dict().items()
+                    },
+                }
         rng_ranks = workers.gather(_rng_state())
         if workers.main:
             state = {
@@ -511,21 +819,39 @@ def retrain(method: str, seed: int, seed_dir: Path, ctx: _Context) -> dict[str, 
                 "seconds": seconds,
                 "examples": examples,
             }
+            if best is not None:
+                state.update(best=best, epoch_hits=epoch_hits)
             if workers.world > 1:
                 state.update(world=workers.world, rng_ranks=rng_ranks)
-            _atomic_torch_save(state, ckpt_path)
+            save_checkpoint(state, ckpt_path)
         workers.barrier()
+    if best is not None:
+        encoder = best["encoder"]
+    else:
+        encoder = {k: v.cpu() for k, v in M.retrained_encoder(model).state_dict().items()}
     result = {
-        "encoder": {k: v.cpu() for k, v in M.retrained_encoder(model).state_dict().items()},
+        "encoder": encoder,
         "seconds": seconds,
         "examples": examples,
         "steps": scheduler.last_epoch,
     }
+    if best is not None:
+        result.update(selected_epoch=best["epoch"], epoch_hits=epoch_hits)
     if workers.main:
-        _atomic_torch_save(result, final)
+        save_checkpoint(result, final)
         ckpt_path.unlink(missing_ok=True)
+        _checksum_path(ckpt_path).unlink(missing_ok=True)
     workers.barrier()
     return result
+
+
+def _retrain_batches(
+    sizes: Sequence[int], ctx: _Context, rng: np.random.Generator
+) -> list[list[tuple[int, int]]]:
+    """One retraining epoch's batches of (task, example) in the configured layout."""
+    if ctx.cfg.batching == "per-task":
+        return M.per_task_batches(sizes, ctx.cfg.batch_size, rng)
+    return M.interleaved_batches(sizes, ctx.cfg.batch_size, rng)
 
 
 def _reptile_epoch(
@@ -544,15 +870,22 @@ def _reptile_epoch(
     rounds = M.reptile_rounds(sizes, cfg.batch_size, cfg.reptile_inner_steps, rng)
     bar = _progress(ctx, len(rounds), f"seed {seed} reptile epoch {epoch + 1}/{cfg.epochs}")
     examples = 0
-    for task, batches in rounds:
+    for outer, (task, batches) in enumerate(rounds, 1):
         start = [p.detach().clone() for p in params]
         inner_opt = torch.optim.AdamW(
             params, lr=cfg.reptile_inner_lr, weight_decay=cfg.weight_decay
         )
-        for indices in batches:
+        for inner, indices in enumerate(batches, 1):
+            where = (
+                f"reptile, seed {seed}, retraining epoch {epoch + 1}, outer step {outer}, "
+                f"inner step {inner}"
+            )
             inner_opt.zero_grad(set_to_none=True)
-            _backward(model, [tasks[task].train[i] for i in indices], [0] * len(indices), ctx)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            loss = _backward(
+                model, [tasks[task].train[i] for i in indices], [0] * len(indices), ctx
+            )
+            _stop_unless_finite(loss, where, "the training loss")
+            _clip(params, ctx, where)
             inner_opt.step()
             examples += len(indices)
         with torch.no_grad():  # outer "gradient" theta - theta_inner, taken at theta
@@ -604,22 +937,31 @@ def finetune(
         cfg.ft_lr,
         ctx,
         cfg.ft_epochs * n_batches,
+        horizon=cfg.ft_decay_horizon,
     )
-    t0 = time.perf_counter()
+    seed, method = key[0], key[1]
+    where = f"fine-tuning {method} (seed {seed}) by {scheme} r={rank} on {task.name}"
+    by_epoch: list[int] = []
+    seconds = 0.0
     if scheme == "head":
-        _train_head(model, train, optimizer, scheduler, rng, ctx)
+        seconds = _train_head(model, train, optimizer, scheduler, rng, ctx, where, by_epoch, task)
     else:
-        for _ in range(cfg.ft_epochs):
+        for epoch in range(cfg.ft_epochs):
+            t0 = time.perf_counter()
             order = rng.permutation(len(train))
-            for i in range(0, len(train), cfg.batch_size):
+            for step, i in enumerate(range(0, len(train), cfg.batch_size), 1):
                 chunk = [train[j] for j in order[i : i + cfg.batch_size]]
-                _step(model, chunk, [0] * len(chunk), optimizer, scheduler, ctx, False)
-    seconds = time.perf_counter() - t0
-    hits, total = evaluate(model, task.eval, ctx)
+                here = f"{where}, epoch {epoch + 1}, step {step}"
+                _step(model, chunk, [0] * len(chunk), optimizer, scheduler, ctx, here, False)
+            seconds += time.perf_counter() - t0
+            # every epoch (eval mode draws no random numbers: training is unchanged)
+            by_epoch.append(evaluate(model, task.eval, ctx, f"{where}, epoch {epoch + 1}")[0])
+    hits, total = by_epoch[-1], len(task.eval)
     return {
         "hits": hits,
         "n_eval": total,
         "hits_at_1": hits / total if total else float("nan"),
+        "hits_by_epoch": by_epoch,
         "seconds": seconds,
         "examples": cfg.ft_epochs * len(train),
     }
@@ -632,10 +974,15 @@ def _train_head(
     scheduler: Any,
     rng: np.random.Generator,
     ctx: _Context,
-) -> None:
+    where: str,
+    by_epoch: list[int],
+    task: Task,
+) -> float:
     """Head-only fine-tuning: the frozen encoder's features are computed once (eval mode, no
-    dropout in the body), then the fresh head trains on them (head dropout active)."""
+    dropout in the body), then the fresh head trains on them (head dropout active). Appends
+    each epoch's held-out hits to ``by_epoch``; returns the training seconds."""
     cfg = ctx.cfg
+    t0 = time.perf_counter()
     feats, labels = [], []
     model.eval()
     with torch.no_grad():
@@ -648,20 +995,27 @@ def _train_head(
             labels.append(batch.labels)
     features, targets = torch.cat(feats), torch.cat(labels)
     k = features.shape[1]
-    model.heads.train()
-    for _ in range(cfg.ft_epochs):
+    seconds = time.perf_counter() - t0
+    for epoch in range(cfg.ft_epochs):
+        t0 = time.perf_counter()
+        model.heads.train()
         order = torch.as_tensor(rng.permutation(len(train)), device=features.device)
-        for i in range(0, len(train), cfg.batch_size):
+        for step, i in enumerate(range(0, len(train), cfg.batch_size), 1):
+            here = f"{where}, epoch {epoch + 1}, step {step}"
             idx = order[i : i + cfg.batch_size]
             rows = features[idx].reshape(-1, features.shape[-1])
             scores = model.heads(rows).view(len(idx), k)
             loss = candidate_cross_entropy(scores, targets[idx])
+            _stop_unless_finite(float(loss.detach()), here, "the training loss")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(list(model.heads.parameters()), 1.0)
+            _clip(list(model.heads.parameters()), ctx, here)
             optimizer.step()
             scheduler.step()
             ctx.budget.tick()
+        seconds += time.perf_counter() - t0
+        by_epoch.append(evaluate(model, task.eval, ctx, f"{where}, epoch {epoch + 1}")[0])
+    return seconds
 
 
 # --------------------------------------------------------------------------------------------
@@ -764,12 +1118,9 @@ def run_experiment(
     """
     from loraml.empirical import report
 
-    cfg.validate()
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct and non-empty, got {list(seeds)}")
-    wall0 = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    preflight(cfg, seeds, out)
+    wall0 = time.perf_counter()
     _check_config(out, cfg, write=False)
     workers = Workers.from_env(cfg.device)
     try:
@@ -777,6 +1128,10 @@ def run_experiment(
         split = split if split is not None else load_split(cfg)
         encoder, tokenizer = load_encoder(cfg.model, seed=0)
         source = resolve_source(cfg)
+        # created only once the settings, data and model are known to be good
+        if workers.main:
+            out.mkdir(parents=True, exist_ok=True)
+        workers.barrier()
         # only once data and model load; process 0 writes
         _check_tasks(out, split, source, write=workers.main)
         if workers.main:
@@ -807,6 +1162,7 @@ def run_experiment(
                         "seed": seed,
                         "seconds": base["seconds"],
                         "examples": base["examples"],
+                        **{k: base[k] for k in ("selected_epoch", "epoch_hits") if k in base},
                     }
                 )
                 done = _finetune_all(base["encoder"], method, seed, seed_dir, ctx)
@@ -843,6 +1199,75 @@ def run_experiment(
         return results
     finally:
         workers.close()
+
+
+def _same_content(a: str, b: str) -> bool:
+    """Whether two existing files hold the same bytes (size first, then SHA-256)."""
+    pa, pb = Path(a), Path(b)
+    if not (pa.is_file() and pb.is_file()):
+        return False
+    if pa.stat().st_size != pb.stat().st_size:
+        return False
+    return pa.samefile(pb) or _sha256(pa) == _sha256(pb)
+
+
+def _check_out(out: Path) -> None:
+    """Refuse a run directory that cannot be one: not a directory, a name too long, under a
+    regular file, or not writable (checked on the nearest existing ancestor)."""
+    if str(out) == "":
+        raise ValueError("out is empty; give a run directory")
+    if any(len(part.encode()) > 255 for part in out.parts):
+        raise ValueError(f"out {str(out)[:80]}...: a path component is longer than 255 bytes")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise ValueError(f"out {out} exists and is not a directory; give a directory")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise ValueError(f"out {out} is not writable; give another directory")
+        return
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"out {out}: {parent} is a file, so no directory can be made under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"out {out}: cannot create it under {parent} (not writable)")
+
+
+def preflight(cfg: RunConfig, seeds: Sequence[int], out: Path) -> None:
+    """Check everything that can be checked before a run creates or reads anything heavy.
+
+    Raises
+    ------
+    ValueError
+        One line naming the setting: bad settings (:meth:`RunConfig.validate`), seeds not
+        distinct integers in [0, :data:`MAX_SEED`], ``out`` not a possible directory (a file,
+        under a file, a name over 255 bytes, not writable), a
+        ``test_data_path`` with the same content as ``data_path`` (the unseen tasks would be
+        retraining tasks), or a CUDA device where there is none.
+    """
+    cfg.validate()
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and non-empty, got {list(seeds)}")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s <= MAX_SEED:
+            raise ValueError(f"seeds must be integers in [0, {MAX_SEED}], got {s!r}")
+    _check_out(out)
+    for name in ("data_path", "persona_map", "test_data_path", "test_persona_map"):
+        value = getattr(cfg, name)
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"{name} {value} is not a readable file")
+    if (
+        cfg.data_path is not None
+        and cfg.test_data_path is not None
+        and _same_content(cfg.data_path, cfg.test_data_path)
+    ):
+        raise ValueError(
+            f"test_data_path {cfg.test_data_path} holds the same content as data_path "
+            f"{cfg.data_path}: the unseen tasks would be retraining tasks; give the other split "
+            "(the paper: train for data_path, valid for test_data_path)"
+        )
+    if launched_world_size() == 1:
+        resolve_device(cfg.device)
 
 
 def _finetune_all(

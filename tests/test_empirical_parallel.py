@@ -106,7 +106,9 @@ def test_cli_under_torchrun_deals_fine_tuning_and_writes_once(tmp_path):
     )
     assert sorted(p.name for p in (out / "seed0").iterdir()) == [
         "base-lora-ml.pt",
+        "base-lora-ml.pt.sha256",
         "base-reptile.pt",
+        "base-reptile.pt.sha256",
         "finetune-lora-ml.json",
         "finetune-reptile.json",
     ]

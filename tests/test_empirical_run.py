@@ -67,7 +67,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path, stop_at, method):
     with pytest.raises(RunInterrupted):
         run_experiment(cfg, [0], tmp_path / "cut", progress=False, budget=StepBudget(stop_at))
     assert not (tmp_path / "cut" / "results.json").exists()
-    ckpt = torch.load(tmp_path / "cut/seed0" / f"retrain-{method}.ckpt.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "cut/seed0" / f"retrain-{method}.ckpt.pt", weights_only=True)
     assert ckpt["epoch"] == 1  # the resumed run starts from this checkpoint
     resumed = run_experiment(cfg, [0], tmp_path / "cut", progress=False)
     assert _hits(resumed) == _hits(full)
