@@ -209,7 +209,7 @@ def nuclear_relaxation(
 def sdp_relaxation(
     q: Quadratics, *, penalty: float | None = None, solver: str | None = None
 ) -> ConvexResult:
-    r"""Largest base below every task in the PSD order: ``max tr(A) s.t. A <= A_t*`` for all t.
+    r"""Largest base below every task in the PSD order: ``max tr(A)`` subject to all ``A <= A_t*``.
 
     Relaxes LoRA-ML's symmetric PSD adapters (``A_t* - A = U_t U_t^T``) by dropping their rank
     (PAPER.md section 2, "Useful facts"). ``A*`` is feasible; it is the optimum when dual

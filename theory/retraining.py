@@ -272,8 +272,10 @@ def solve_lora_ml(
     for population or finite-sample task losses ``f_t``
     (see :class:`~loraml.theory.objectives.Quadratics`).
 
-    Method
-    ------
+    Notes
+    -----
+    Method:
+
     1. Spectral start: ``A_0`` = SR solution, ``U_t`` = rank-k PSD truncation of
        ``sym(B_t - A_0)`` where ``B_t`` is task t's least-squares solution.
     2. Alternating minimisation while each sweep at least halves F: the U-step is the rank-k PSD
