@@ -429,7 +429,7 @@ def check_corollary1(
     d_for_T, k_for_T : int
         Dimension and rank of that measurement.
     reps_for_T : int, optional
-        Families per T (default: ``5 * instances``); 0 skips the measurement.
+        Families per T (default: ``max(3, instances // 2)``); 0 skips the measurement.
 
     Returns
     -------
