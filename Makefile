@@ -4,12 +4,18 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-slow reproduce lint typecheck format bench clean
+.PHONY: test test-slow reproduce lint typecheck format bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[all,dev]"
 	touch $(STAMP)
+
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[all,dev,docs]"
+	touch $(DOCS_STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -44,5 +50,10 @@ reproduce: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_solvers.py
 
+# The documentation site (Sphinx: API reference, gallery, Results page), offline, warnings are
+# errors; into docs/_build/html.
+docs: $(DOCS_STAMP)
+	OPENBLAS_NUM_THREADS=1 MPLBACKEND=Agg $(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis build *.egg-info docs/_build docs/auto_examples docs/generated

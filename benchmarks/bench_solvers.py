@@ -119,6 +119,8 @@ def machine() -> dict:
         "processor": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+        "load_average_1min_at_start": os.getloadavg()[0],
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
 
 

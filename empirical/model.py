@@ -308,7 +308,7 @@ class PairTokenizer:
 # Heads and the scorer
 # --------------------------------------------------------------------------------------------
 class TaskHeads(nn.Module):
-    """T scoring heads ``s_t(h) = w_t . tanh(W_t dropout(h) + b_t) + c_t``, one applied per row.
+    """T scoring heads ``s_t(h) = w_t^T tanh(W_t dropout(h) + b_t) + c_t``, one applied per row.
 
     Stored stacked, (T, H, H), (T, H), (T, H), (T,), and gathered by a per-row index, so rows of
     different tasks share one batched matrix product. Initialised like a Hugging Face head

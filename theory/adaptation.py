@@ -67,6 +67,22 @@ def finetune_excess_risk(
     Returns
     -------
     ndarray, shape (reps,)
+
+    Examples
+    --------
+    From the true base the only error is the fit's variance, about ``1/2 s^2 k(2d - k)/n``:
+
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory import adaptation
+    >>> rng = np.random.default_rng(0)
+    >>> fam = th.draw_family(8, 3, 1, rng)
+    >>> risk = adaptation.finetune_excess_risk(fam.A_star, fam.test_targets()[0], 1, 400, 0.1, rng,
+    ...                                        reps=20)
+    >>> risk.shape
+    (20,)
+    >>> bool(0.5 < risk.mean() / adaptation.predicted_excess_risk(8, 1, 400, 0.1) < 2)
+    True
     """
     rng = as_generator(rng)
     if reps < 1:
@@ -156,6 +172,19 @@ def sr_floor(targets: np.ndarray, test_target: np.ndarray, r: int) -> float:
     Returns
     -------
     float
+
+    Examples
+    --------
+    SR's rank-k floor is positive below rank ``k(T+1)`` and vanishes there (Corollary 1):
+
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory.adaptation import sr_floor
+    >>> fam = th.draw_family(8, 3, 1, np.random.default_rng(0))
+    >>> bool(sr_floor(fam.targets(), fam.test_targets()[0], r=1) > 1)
+    True
+    >>> bool(sr_floor(fam.targets(), fam.test_targets()[0], r=4) < 1e-20)
+    True
     """
     A_sr = sr_closed_form(Quadratics.population(targets))
     return finetune_closed_form(Quadratics.population(test_target), A_sr, r).loss
@@ -279,6 +308,20 @@ def fit_power_law(ns: ArrayLike, values: ArrayLike) -> PowerLaw:
     ----------
     ns, values : array_like, shape (m,)
         Positive sample sizes (at least two distinct) and positive measured values.
+
+    Returns
+    -------
+    PowerLaw
+        The fitted exponent, prefactor, and prefactor with the exponent fixed at -1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory.adaptation import fit_power_law
+    >>> ns = np.array([100, 200, 400, 800])
+    >>> fit = fit_power_law(ns, 3.0 / ns)
+    >>> round(fit.slope, 6), round(fit.constant, 6), round(fit.constant_at_minus_one, 6)
+    (-1.0, 3.0, 3.0)
     """
     ns, values = np.asarray(ns, dtype=float), np.asarray(values, dtype=float)
     if ns.shape != values.shape or ns.size < 2 or np.unique(ns).size < 2:

@@ -129,12 +129,50 @@ def _jsonable(x):
 
 
 def below(x: float, threshold: float) -> float:
-    """Margin in decades of the claim ``x <= threshold``: ``log10(threshold / x)``."""
+    """Margin in decades of the claim ``x <= threshold``: ``log10(threshold / x)``.
+
+    Parameters
+    ----------
+    x : float
+        Measured value (non-negative).
+    threshold : float
+        The claim's threshold (positive).
+
+    Returns
+    -------
+    float
+        ``log10(threshold / x)``; positive when the claim holds, ``+inf`` at ``x = 0``.
+
+    Examples
+    --------
+    >>> from loraml.theory.checks import below
+    >>> below(1e-14, 1e-10)  # the claim "x <= 1e-10" holds with 4 decades to spare
+    4.0
+    """
     return float(np.log10(threshold / max(abs(x), _TINY)))
 
 
 def above(x: float, threshold: float) -> float:
-    """Margin in decades of the claim ``x >= threshold``: ``log10(x / threshold)``."""
+    """Margin in decades of the claim ``x >= threshold``: ``log10(x / threshold)``.
+
+    Parameters
+    ----------
+    x : float
+        Measured value (non-negative).
+    threshold : float
+        The claim's threshold (positive).
+
+    Returns
+    -------
+    float
+        ``log10(x / threshold)``; positive when the claim holds.
+
+    Examples
+    --------
+    >>> from loraml.theory.checks import above
+    >>> above(1e-3, 1e-6)  # the claim "x >= 1e-6" holds with 3 decades to spare
+    3.0
+    """
     return float(np.log10(max(x, _TINY) / threshold))
 
 
@@ -207,6 +245,30 @@ def draw_generic_family(
     Redraws until ``sigma_min / sigma_max`` of ``[U_1*, ..., U_{T+1}*]`` exceeds ``min_ratio``
     (Gaussian factors are generic almost surely; the margin keeps numerical ranks meaningful).
     Requires ``k (T + 1) <= d``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    d, T, k : int
+        Dimension, number of retraining tasks, perturbation rank; ``k (T + 1) <= d``.
+    min_ratio : float
+        Required ``sigma_min / sigma_max`` of the stacked factors.
+    tries : int
+        Redraws before giving up.
+
+    Returns
+    -------
+    TaskFamily
+        With one test task.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory.checks import draw_generic_family
+    >>> fam = draw_generic_family(np.random.default_rng(0), d=8, T=3, k=2)
+    >>> fam.genericity().holds, fam.genericity().sigma_min_ratio > 1e-3
+    (True, True)
     """
     rng = as_generator(rng)
     if k * (T + 1) > d:
@@ -221,7 +283,28 @@ def draw_generic_family(
 def random_sizes(
     rng: RNGLike, T_range: tuple[int, int], k_range: tuple[int, int], extra: int
 ) -> tuple[int, int, int]:
-    """Draw ``(d, T, k)`` with T, k uniform in the ranges and ``d = k(T+1) + U{0..extra}``."""
+    """Draw ``(d, T, k)`` with T, k uniform in the ranges and ``d = k(T+1) + U{0..extra}``.
+
+    Parameters
+    ----------
+    rng : int, numpy.random.Generator or None
+    T_range, k_range : tuple of int
+        Inclusive ranges of T and k.
+    extra : int
+        Largest number of dimensions added to ``k (T + 1)``.
+
+    Returns
+    -------
+    d, T, k : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory.checks import random_sizes
+    >>> d, T, k = random_sizes(np.random.default_rng(0), (3, 5), (1, 2), extra=0)
+    >>> d == k * (T + 1), 3 <= T <= 5, 1 <= k <= 2
+    (True, True, True)
+    """
     rng = as_generator(rng)
     T = int(rng.integers(T_range[0], T_range[1] + 1))
     k = int(rng.integers(k_range[0], k_range[1] + 1))
@@ -263,6 +346,32 @@ def check_theorem1(
     ||A_SR||_F``; ``sigma_{kT} >= rank_rtol sigma_1`` and ``sigma_{kT+1} <= rank_rtol sigma_1``
     for ``A_SR - A*`` and likewise with ``k(T+1)`` for the test residual.
     Random instances: T in 1..5, k in 1..3, ``d = k(T+1) + 0..6``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every random draw.
+
+    instances : int
+        Random families drawn when ``families`` is None.
+    families : sequence of TaskFamily, optional
+        Check these families instead of random ones.
+    rank_rtol : float
+        Relative threshold of the numerical ranks.
+
+    Returns
+    -------
+    CheckResult
+        The statement, instances, ``held`` (``None`` for a measurement), worst margin in decades,
+        seconds and the measured ``numbers``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import checks
+    >>> rec = checks.check_theorem1(np.random.default_rng(0), instances=2)
+    >>> rec.key, rec.held, rec.instances, rec.worst_margin > 1
+    ('theorem1', True, 2, True)
     """
     rng = as_generator(rng)
     start = time.perf_counter()
@@ -315,6 +424,36 @@ def check_corollary1(
     k=``k_for_T``, divided by the loss of not adapting from the truth, ``1/2 ||U_{T+1}*
     U_{T+1}*^T||_F^2``; reported as ``numbers["floor_rank_k_by_T"]`` (mean, min, max over
     ``reps_for_T`` families; 0 skips the measurement).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every random draw.
+
+    instances : int
+        Random families drawn when ``families`` is None.
+    families : sequence of TaskFamily, optional
+        Check these families (each with a test task) instead of random ones.
+    T_values : sequence of int
+        Numbers of tasks of the floor-against-T measurement.
+    d_for_T, k_for_T : int
+        Dimension and rank of that measurement.
+    reps_for_T : int, optional
+        Families per T (default: ``max(3, instances // 2)``); 0 skips the measurement.
+
+    Returns
+    -------
+    CheckResult
+        The statement, instances, ``held`` (``None`` for a measurement), worst margin in decades,
+        seconds and the measured ``numbers``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import checks
+    >>> rec = checks.check_corollary1(np.random.default_rng(0), instances=2, reps_for_T=0)
+    >>> rec.key, rec.held
+    ('corollary1', True)
     """
     rng = as_generator(rng)
     start = time.perf_counter()
@@ -387,6 +526,34 @@ def check_theorem2(
     sigma_1(A*)``, ``sigma_{2k+1} <= 1e-10 sigma_1(A*)``); the members are distinct
     (pairwise ``||A(C) - A(C')||_F >= 1e-3 ||A*||_F``) and the map is continuous
     (``||A(C + hE) - A(C)|| / h`` agrees at ``h = 1e-5`` and ``1e-6`` within 1 %).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every random draw.
+
+    instances : int
+        Random families drawn when ``families`` is None.
+    starts : int
+        Random starts of the solver per instance.
+    families : sequence of TaskFamily, optional
+        Check these families instead of random ones.
+    rank_rtol : float
+        Threshold of ``sigma_{2k+1}(A_hat - A*)`` relative to ``sigma_1(A*)``.
+
+    Returns
+    -------
+    CheckResult
+        The statement, instances, ``held`` (``None`` for a measurement), worst margin in decades,
+        seconds and the measured ``numbers``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import checks
+    >>> rec = checks.check_theorem2(np.random.default_rng(0), instances=1, starts=2)
+    >>> rec.key, rec.held
+    ('theorem2', True)
     """
     rng = as_generator(rng)
     start = time.perf_counter()
@@ -467,6 +634,34 @@ def check_theorem3(
     ``||U_hat_t U_hat_t^T - U_t* U_t*^T||_F <= tol ||U_t* U_t*^T||_F``, and rank-k fine-tuning
     from ``A_hat`` reaches ``<= 1e-12 L0`` on the test task. Starts that end elsewhere are
     counted in ``numbers`` (see :func:`check_spurious` for the landscape).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every random draw.
+
+    instances : int
+        Random families drawn when ``families`` is None.
+    starts : int
+        Random starts of the solver per instance.
+    families : sequence of TaskFamily, optional
+        Check these families (T >= 3, generic, with a test task) instead of random ones.
+    tol : float
+        Relative distance to ``A*`` (and of the adapters) that counts as recovered.
+
+    Returns
+    -------
+    CheckResult
+        The statement, instances, ``held`` (``None`` for a measurement), worst margin in decades,
+        seconds and the measured ``numbers``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import checks
+    >>> rec = checks.check_theorem3(np.random.default_rng(0), instances=1, starts=2)
+    >>> rec.key, rec.held
+    ('theorem3', True)
     """
     rng = as_generator(rng)
     start = time.perf_counter()
@@ -547,6 +742,38 @@ def check_spurious(
     ``||A_hat - A*|| / ||A*||``, ``lambda_min / lambda_max``, and the evidence that it is a local
     minimum: the first Hessian eigenvalue beyond the rotation symmetry and the value that three
     re-solves from small perturbations return, see :func:`_local_minimum_evidence`).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every random draw.
+
+    instances : int
+        Random families drawn when ``families`` is None.
+    starts : int
+        L-BFGS runs from random starts per instance.
+    families : sequence of TaskFamily, optional
+        Measure these families instead of random ones.
+    gd_starts : int
+        Plain gradient-descent runs per instance.
+    spreads : sequence of float
+        Task-scale spreads the instances alternate between.
+
+    Returns
+    -------
+    CheckResult
+        The statement, instances, ``held`` (``None`` for a measurement), worst margin in decades,
+        seconds and the measured ``numbers``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import checks
+    >>> rec = checks.check_spurious(np.random.default_rng(0), instances=1, starts=2, gd_starts=0)
+    >>> rec.key, rec.held  # a measurement: held is None
+    ('spurious', None)
+    >>> rec.instances
+    1
     """
     rng = as_generator(rng)
     start = time.perf_counter()
@@ -651,6 +878,34 @@ def check_theorem4(
       global minimum (counted as
       ``pgd_slow_runs_polished``; the relative distance L-BFGS moved, which can be large along the
       flat family of T = 2 minima, is reported).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every random draw.
+
+    instances : int
+        Random families drawn when ``families`` is None.
+    starts : int
+        L-BFGS and perturbed-gradient-descent runs from random starts per instance.
+    families : sequence of TaskFamily, optional
+        Check these two-task families instead of random ones.
+
+    Returns
+    -------
+    CheckResult
+        The statement, instances, ``held`` (``None`` for a measurement), worst margin in decades,
+        seconds and the measured ``numbers``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory import checks
+    >>> rng = np.random.default_rng(0)
+    >>> rec = checks.check_theorem4(rng, starts=1, families=[th.draw_family(3, 2, 1, rng)])
+    >>> rec.key, rec.held
+    ('theorem4', True)
     """
     rng = as_generator(rng)
     start = time.perf_counter()
@@ -745,6 +1000,38 @@ def check_rate(
     ``predicted_ratio_to_asymptotic_constant``); SR's rank-k risk at the
     largest n against its floor (Corollary 1); SR's rank-k(T+1) risk against LoRA-ML's rank-k
     risk and against the predicted variance ratio ``K(2d-K) / (k(2d-k))``, ``K = k(T+1)``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every random draw.
+
+    instances : int
+        Random families drawn when ``families`` is None.
+    d, T, k : int
+        Sizes of the random families.
+    noise_std : float
+        Noise standard deviation ``s`` of the fine-tuning samples.
+    ns : sequence of int
+        Fine-tuning sample sizes.
+    reps : int
+        Repetitions (fresh samples) per n.
+    families : sequence of TaskFamily, optional
+        Measure these families (each with a test task) instead of random ones.
+
+    Returns
+    -------
+    CheckResult
+        The statement, instances, ``held`` (``None`` for a measurement), worst margin in decades,
+        seconds and the measured ``numbers``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import checks
+    >>> rec = checks.check_rate(np.random.default_rng(0), instances=1, ns=(100, 400), reps=5)
+    >>> rec.key, rec.held
+    ('rate', True)
     """
     rng = as_generator(rng)
     start = time.perf_counter()
@@ -831,6 +1118,36 @@ def check_retraining(
     :func:`loraml.theory.retraining_error.retraining_error_ratio_limit` (1.16 for d = 8, k = 1)
     as T grows, not to 1. SR's base error is reported for contrast (biased: it does not shrink
     with N).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every random draw.
+
+    reps : int
+        Families per (T, N).
+    d, k : int
+        Dimension and perturbation rank.
+    noise_std : float
+        Noise standard deviation of the retraining samples.
+    Ns : sequence of int
+        Samples per task.
+    Ts : sequence of int
+        Numbers of retraining tasks.
+
+    Returns
+    -------
+    CheckResult
+        The statement, instances, ``held`` (``None`` for a measurement), worst margin in decades,
+        seconds and the measured ``numbers``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import checks
+    >>> rec = checks.check_retraining(np.random.default_rng(0), reps=1, Ns=(100, 400), Ts=(3,))
+    >>> rec.key, rec.held  # a measurement
+    ('retraining', None)
     """
     rng = as_generator(rng)
     start = time.perf_counter()
@@ -899,6 +1216,34 @@ def check_convex(
     ``held`` says only that both relaxations were solved correctly as optimisation problems:
     ``A*`` is feasible for both, so the nuclear objective must be ``<= sum_t ||P_t||_*`` and the
     SDP's trace ``>= tr(A*)`` (each within ``1e-6`` relative). It is not a claim of the paper.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every random draw.
+
+    reps : int
+        Population families per grid cell.
+    grid : sequence of (d, T, k), optional
+        Cells to measure (default: see above).
+    families : sequence of TaskFamily, optional
+        Measure these families instead of a grid.
+    recover_tol : float
+        Relative distance to ``A*`` that counts as recovered.
+
+    Returns
+    -------
+    CheckResult
+        The statement, instances, ``held`` (``None`` for a measurement), worst margin in decades,
+        seconds and the measured ``numbers``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import checks
+    >>> rec = checks.check_convex(np.random.default_rng(0), reps=1, grid=[(4, 3, 1)])
+    >>> rec.key, rec.held  # both relaxations were solved correctly
+    ('convex', True)
     """
     rng = as_generator(rng)
     from loraml.theory.convex import nuclear_relaxation, sdp_relaxation
@@ -974,6 +1319,28 @@ def check_beyond(rng: RNGLike, *, reps: int = 3) -> CheckResult:
     and the median loss of rank-k fine-tuning on a fresh test task from the same family, relative
     to ``1/2 ||A_test* - A_hat||_F^2``. Asymmetric adapters are also solved from 5 random starts
     (:func:`loraml.theory.landscape.random_start` scale) and the best run's recovery is reported.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every random draw.
+
+    reps : int
+        Families per setting.
+
+    Returns
+    -------
+    CheckResult
+        The statement, instances, ``held`` (``None`` for a measurement), worst margin in decades,
+        seconds and the measured ``numbers``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import checks
+    >>> rec = checks.check_beyond(np.random.default_rng(0), reps=1)
+    >>> rec.key, rec.held  # a measurement
+    ('beyond', None)
     """
     rng = as_generator(rng)
     start = time.perf_counter()
@@ -1046,6 +1413,38 @@ def check_instance_recovery(
     random-start LoRA-ML runs classified by
     :func:`loraml.theory.landscape.search_stationary_points`. Reports
     each method's objective and, when ``A_star`` is known, ``||A_hat - A*||_F / ||A*||_F``.
+
+    Parameters
+    ----------
+    q : Quadratics
+        The instance's task losses (population or finite-sample).
+    k : int
+        Adapter rank.
+    rng : numpy.random.Generator
+        Draws the random starts.
+    A_star : ndarray, shape (d, d), optional
+        The true base, when known.
+    starts : int
+        Random-start LoRA-ML runs.
+    convex : bool
+        Also solve the two convex relaxations.
+
+    Returns
+    -------
+    CheckResult
+        A measurement (``held`` is None) keyed ``"instance"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory import checks
+    >>> rng = np.random.default_rng(0)
+    >>> fam = th.draw_family(8, 3, 1, rng)
+    >>> rec = checks.check_instance_recovery(fam.population(), 1, rng, A_star=fam.A_star, starts=1,
+    ...                                      convex=False)
+    >>> bool(rec.numbers["relative_error_of_A"]["lora_ml"] < 1e-8)
+    True
     """
     rng = as_generator(rng)
     start = time.perf_counter()

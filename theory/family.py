@@ -120,6 +120,16 @@ def draw_family(
     Returns
     -------
     TaskFamily
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> fam = th.draw_family(d=6, T=3, k=1, rng=np.random.default_rng(0))
+    >>> fam.A_star.shape, fam.U_star.shape, fam.targets().shape
+    ((6, 6), (3, 6, 1), (3, 6, 6))
+    >>> fam.genericity().holds
+    True
     """
     rng = as_generator(rng)
     if d < 1 or T < 1 or k < 1 or n_test < 0:
@@ -176,6 +186,16 @@ def genericity(U_blocks: np.ndarray, rtol: float = 1e-10) -> Genericity:
     Returns
     -------
     Genericity
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import genericity
+    >>> U = np.random.default_rng(0).standard_normal((3, 6, 2))
+    >>> genericity(U).holds, genericity(U).rank
+    (True, 6)
+    >>> genericity(np.stack([U[0], U[0]])).holds  # a repeated task is not generic
+    False
     """
     m, d, k = U_blocks.shape
     stacked = np.concatenate(list(U_blocks), axis=1)
@@ -208,6 +228,14 @@ def sample_task_data(
     -------
     X : ndarray, shape (d, N)
     Y : ndarray, shape (d_out, N)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import sample_task_data
+    >>> X, Y = sample_task_data(np.eye(3), N=5, noise_std=0.0, rng=np.random.default_rng(0))
+    >>> X.shape, bool(np.allclose(X, Y))
+    ((3, 5), True)
     """
     rng = as_generator(rng)
     if N < 1:
@@ -231,10 +259,32 @@ def sample_family_data(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``N`` samples for each of the tasks ``targets`` (shape (T, d, d)).
 
+    Parameters
+    ----------
+    targets : ndarray, shape (T, d_out, d)
+        Ground truths ``A_t*``.
+    N : int
+        Samples per task.
+    noise_std : float
+        Noise standard deviation.
+    rng : numpy.random.Generator
+    cov : ndarray, shape (d, d), optional
+        Input covariance (identity when omitted).
+
     Returns
     -------
     X : ndarray, shape (T, d, N)
     Y : ndarray, shape (T, d, N)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> rng = np.random.default_rng(0)
+    >>> fam = th.draw_family(4, 3, 1, rng)
+    >>> X, Y = th.sample_family_data(fam.targets(), N=10, noise_std=0.01, rng=rng)
+    >>> X.shape, Y.shape
+    ((3, 4, 10), (3, 4, 10))
     """
     rng = as_generator(rng)
     pairs = [sample_task_data(A, N, noise_std, rng, cov) for A in targets]

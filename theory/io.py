@@ -86,6 +86,18 @@ def load_instance(path: str | os.PathLike[str], rank: int | None = None) -> Inst
     ------
     InstanceError
         Unreadable file, missing keys, wrong shapes, NaN/inf, or a rank outside ``1..d``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> from loraml.theory.io import load_instance
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "inst.npz"
+    >>> rng = np.random.default_rng(0)
+    >>> np.savez(path, A_star=np.eye(5), U_star=rng.standard_normal((3, 5, 1)))
+    >>> inst = load_instance(path)
+    >>> inst.kind, inst.k, inst.q.T
+    ('population', 1, 3)
     """
     path = Path(path)
     if not path.is_file():
@@ -152,7 +164,31 @@ def load_instance(path: str | os.PathLike[str], rank: int | None = None) -> Inst
 
 
 def save_family(path: str | os.PathLike[str], family: TaskFamily) -> None:
-    """Write a population instance (``A_star``, ``U_star`` and ``V_star`` when present)."""
+    """Write a population instance (``A_star``, ``U_star`` and ``V_star`` when present).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination ``.npz`` (written atomically).
+    family : TaskFamily
+        The family; its retraining tasks are written.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory.io import load_instance, save_family
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "family.npz"
+    >>> fam = th.draw_family(5, 3, 1, np.random.default_rng(0))
+    >>> save_family(path, fam)
+    >>> bool(np.array_equal(load_instance(path).A_star, fam.A_star))
+    True
+    """
     arrays = {"A_star": family.A_star, "U_star": family.U_star}
     if family.V_star is not None:
         arrays["V_star"] = family.V_star
@@ -160,7 +196,29 @@ def save_family(path: str | os.PathLike[str], family: TaskFamily) -> None:
 
 
 def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
-    """Write arrays to ``path`` atomically: a complete file appears, or nothing does."""
+    """Write arrays to ``path`` atomically: a complete file appears, or nothing does.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination file.
+    **arrays : ndarray
+        Arrays to store, by name.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> from loraml.theory.io import write_npz
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "out.npz"
+    >>> write_npz(path, A_hat=np.zeros((2, 2)))
+    >>> sorted(np.load(path).files)
+    ['A_hat']
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

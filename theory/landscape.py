@@ -79,6 +79,22 @@ def t2_global_minimum(
     A_hat : ndarray, shape (d, d)
     U_hat : ndarray, shape (2, d, k)
         ``U_hat_t U_hat_t^T = Q_t``.
+
+    Examples
+    --------
+    Every member has zero loss; ``C = 0`` is the truth, other members are not:
+
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory.landscape import t2_global_minimum
+    >>> fam = th.draw_family(6, 2, 1, np.random.default_rng(0))
+    >>> q = fam.population()
+    >>> A0, U0 = t2_global_minimum(fam.A_star, fam.U_star, np.zeros((1, 1)))
+    >>> A5, U5 = t2_global_minimum(fam.A_star, fam.U_star, np.full((1, 1), 0.5))
+    >>> bool(th.lora_ml_loss(q, A5, U5) < 1e-20), bool(np.allclose(A0, fam.A_star))
+    (True, True)
+    >>> int(np.linalg.matrix_rank(A5 - fam.A_star, tol=1e-8))  # 2k
+    2
     """
     U_star = np.asarray(U_star, dtype=float)
     if U_star.ndim != 3 or U_star.shape[0] != 2:
@@ -133,6 +149,32 @@ def hessian_operator(q: Quadratics, A: np.ndarray, U: np.ndarray) -> spla.Linear
 
     Acts on the flattened vector ``[vec(dA), vec(dU)]`` of length ``d_out d + T d k`` through
     :func:`loraml.theory.lora_ml_hvp`.
+
+    Parameters
+    ----------
+    q : Quadratics
+        Task losses.
+    A : ndarray, shape (d, d)
+    U : ndarray, shape (T, d, k)
+        The point.
+
+    Returns
+    -------
+    scipy.sparse.linalg.LinearOperator
+        Symmetric, of size ``d_out d + T d k``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory.landscape import hessian_operator
+    >>> fam = th.draw_family(4, 2, 1, np.random.default_rng(0))
+    >>> H = hessian_operator(fam.population(), fam.A_star, fam.U_star)
+    >>> H.shape  # d^2 + T d k
+    (24, 24)
+    >>> v = np.ones(24)
+    >>> bool(np.isclose(v @ H.matvec(v), (H.matvec(v) @ v)))
+    True
     """
     nA, shapeA = A.size, A.shape
 
@@ -172,6 +214,19 @@ def hessian_extreme_eigenvalues(
     Returns
     -------
     Curvature
+
+    Examples
+    --------
+    The zero-adapter point of two tasks is a strict saddle (Theorem 4):
+
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory import landscape
+    >>> fam = th.draw_family(4, 2, 1, np.random.default_rng(0))
+    >>> q = fam.population()
+    >>> curv = landscape.hessian_extreme_eigenvalues(q, *landscape.zero_adapter_point(q, 1))
+    >>> bool(curv.min_eigenvalue < 0 < curv.max_eigenvalue)
+    True
     """
     op = hessian_operator(q, A, U)
     n = op.shape[0]
@@ -218,10 +273,31 @@ def zero_adapter_point(q: Quadratics, k: int) -> tuple[np.ndarray, np.ndarray]:
     ``-max(lambda_max(P_1 - P_2), lambda_max(P_2 - P_1)) < 0``, ``P_t = U_t* U_t*^T``
     (derived: the Hessian of the point ``U_t = 0``, ``A = mean_t A_t*``; compare Theorem 4).
 
+    Parameters
+    ----------
+    q : Quadratics
+        Task losses.
+    k : int
+        Adapter rank (the number of columns of the zero adapters).
+
     Returns
     -------
     A : ndarray, shape (d, d)
     U : ndarray, shape (T, d, k), zeros
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory.landscape import zero_adapter_point
+    >>> fam = th.draw_family(4, 2, 1, np.random.default_rng(0))
+    >>> q = fam.population()
+    >>> A, U = zero_adapter_point(q, 1)
+    >>> bool(np.allclose(A, fam.targets().mean(axis=0)))
+    True
+    >>> from loraml.theory.objectives import lora_ml_grad_norm
+    >>> bool(lora_ml_grad_norm(q, A, U) < 1e-10)
+    True
     """
     return sr_closed_form(q), np.zeros((q.T, q.d, k))
 
@@ -236,6 +312,32 @@ def random_start(
 
     ``m`` is the root-mean-square entry of the per-task minimisers, so ``U_t U_t^T`` and ``A`` start
     with entries of the size of the targets'.
+
+    Parameters
+    ----------
+    q : Quadratics
+        Task losses (they set the scale).
+    k : int
+        Adapter rank.
+    rng : numpy.random.Generator
+    scale : float
+        Multiplier of the standard deviations.
+
+    Returns
+    -------
+    A0 : ndarray, shape (d, d)
+    U0 : ndarray, shape (T, d, k)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory.landscape import random_start
+    >>> rng = np.random.default_rng(0)
+    >>> fam = th.draw_family(5, 3, 2, rng)
+    >>> A0, U0 = random_start(fam.population(), 2, rng)
+    >>> A0.shape, U0.shape
+    ((5, 5), (3, 5, 2))
     """
     rng = as_generator(rng)
     B = q.least_squares()
@@ -325,6 +427,17 @@ def perturbed_gd(
     Returns
     -------
     PGDResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory.landscape import perturbed_gd
+    >>> rng = np.random.default_rng(0)
+    >>> fam = th.draw_family(3, 2, 1, rng)
+    >>> res = perturbed_gd(fam.population(), 1, rng, max_steps=3000)
+    >>> bool(res.losses[-1] < 1e-3 * res.losses[0])
+    True
     """
     rng = as_generator(rng)
     start = time.perf_counter()
@@ -376,11 +489,32 @@ def polish(
     ``sqrt(||dA||^2 + sum_t ||d(U_t U_t^T)||^2) / sqrt(||A||^2 + sum_t ||U_t U_t^T||^2)``
     (invariant under ``U_t -> U_t Q_t``).
 
+    Parameters
+    ----------
+    q : Quadratics
+        Task losses.
+    k : int
+        Adapter rank.
+    A : ndarray, shape (d, d)
+    U : ndarray, shape (T, d, k)
+        Where the first-order run stopped.
+
     Returns
     -------
     A, U : ndarray
         The polished point.
     distance : float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory.landscape import polish
+    >>> fam = th.draw_family(5, 3, 1, np.random.default_rng(0))
+    >>> q = fam.population()
+    >>> A, U, distance = polish(q, 1, fam.A_star + 1e-3, fam.U_star)
+    >>> bool(th.lora_ml_loss(q, A, U) < 1e-20), bool(distance < 1e-2)
+    (True, True)
     """
     res = solve_lora_ml(q, k, init=(A, U))
     P, P_new = U @ np.swapaxes(U, 1, 2), res.U @ np.swapaxes(res.U, 1, 2)
@@ -438,6 +572,38 @@ def classify_point(
 
     Tolerances are relative to ``F(0, 0)`` (loss), ``sqrt(F(0, 0))`` (gradient) and
     ``lambda_max`` of the Hessian (curvature). See :class:`StationaryPoint`.
+
+    Parameters
+    ----------
+    q : Quadratics
+        Task losses.
+    A : ndarray, shape (d, d)
+    U : ndarray, shape (T, d, k)
+        The point to classify.
+    global_value : float
+        The global minimum value of F (0 for a population instance with rank-k PSD perturbations).
+    loss_rtol : float
+        A point with ``F - global_value <= loss_rtol F(0, 0)`` is a global minimum.
+    grad_rtol : float
+        A point with ``||grad F|| > grad_rtol sqrt(F(0, 0))`` is unconverged.
+    curvature_rtol : float
+        ``lambda_min < -curvature_rtol lambda_max`` makes a stationary point a saddle.
+    start : tuple (A0, U0), optional
+        The run's start, kept in the result.
+
+    Returns
+    -------
+    StationaryPoint
+        The point, its loss, gradient norm, extreme Hessian eigenvalues and ``kind``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory.landscape import classify_point
+    >>> fam = th.draw_family(5, 3, 1, np.random.default_rng(0))
+    >>> classify_point(fam.population(), fam.A_star, fam.U_star, global_value=0.0).kind
+    'global'
     """
     f0 = float(lora_ml_loss(q, np.zeros_like(A), np.zeros_like(U))) or 1.0
     loss = lora_ml_loss(q, A, U)
@@ -497,6 +663,19 @@ def search_stationary_points(
     Returns
     -------
     list of StationaryPoint
+
+    Examples
+    --------
+    For three generic tasks every random start ends at the global minimum (Theorem 3):
+
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory.landscape import search_stationary_points
+    >>> rng = np.random.default_rng(0)
+    >>> fam = th.draw_family(5, 3, 1, rng)
+    >>> points = search_stationary_points(fam.population(), 1, rng, starts=2, global_value=0.0)
+    >>> [p.kind for p in points]
+    ['global', 'global']
     """
     rng = as_generator(rng)
     runs = []

@@ -47,6 +47,19 @@ def base_error(A_hat: np.ndarray, A_star: np.ndarray) -> BaseError:
     Parameters
     ----------
     A_hat, A_star : ndarray, shape (d, d)
+
+    Returns
+    -------
+    BaseError
+        ``||A_hat - A*||_F``, its ratio to ``||A*||_F`` and the singular values of ``A_hat - A*``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import base_error
+    >>> err = base_error(np.diag([1.0, 0.0]), np.zeros((2, 2)))
+    >>> err.fro, err.singular_values
+    (1.0, array([1., 0.]))
     """
     E = A_hat - A_star
     fro = float(np.linalg.norm(E))
@@ -71,6 +84,17 @@ def adapter_errors(
     Returns
     -------
     ndarray, shape (T,)
+
+    Examples
+    --------
+    The error compares ``U U^T``, so it ignores the rotation ``U -> U Q``:
+
+    >>> import numpy as np
+    >>> from loraml.theory import adapter_errors
+    >>> U = np.random.default_rng(0).standard_normal((2, 4, 2))
+    >>> Q = np.array([[0.0, -1.0], [1.0, 0.0]])
+    >>> bool(np.all(adapter_errors(U @ Q, U) < 1e-12))
+    True
     """
     P_hat = U_hat @ np.swapaxes(U_hat if V_hat is None else V_hat, -1, -2)
     P_star = U_star @ np.swapaxes(U_star if V_star is None else V_star, -1, -2)
@@ -78,6 +102,26 @@ def adapter_errors(
 
 
 def procrustes_distance(U_hat: np.ndarray, U_star: np.ndarray) -> float:
-    """``min_{Q orthogonal} ||U_hat Q - U_star||_F`` for one pair of (d, k) factors."""
+    """``min_{Q orthogonal} ||U_hat Q - U_star||_F`` for one pair of (d, k) factors.
+
+    Parameters
+    ----------
+    U_hat, U_star : ndarray, shape (d, k)
+        The two factors.
+
+    Returns
+    -------
+    float
+        The distance after the best orthogonal alignment (orthogonal Procrustes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import procrustes_distance
+    >>> U = np.random.default_rng(0).standard_normal((4, 2))
+    >>> Q = np.array([[0.0, -1.0], [1.0, 0.0]])
+    >>> bool(procrustes_distance(U @ Q, U) < 1e-12)
+    True
+    """
     Q, _ = sla.orthogonal_procrustes(U_hat, U_star)
     return float(np.linalg.norm(U_hat @ Q - U_star))

@@ -174,7 +174,29 @@ class Quadratics:
 # LoRA-ML objective, gradient and Hessian-vector product
 # ---------------------------------------------------------------------------------------------
 def adapted(A: np.ndarray, U: np.ndarray, V: np.ndarray | None = None) -> np.ndarray:
-    """Task matrices ``M_t = A + U_t U_t^T`` (or ``A + U_t V_t^T``), shape (T, d, d)."""
+    """Task matrices ``M_t = A + U_t U_t^T`` (or ``A + U_t V_t^T``), shape (T, d, d).
+
+    Parameters
+    ----------
+    A : ndarray, shape (d, d)
+        Base.
+    U : ndarray, shape (T, d, k)
+        Left factors.
+    V : ndarray, shape (T, d, k), optional
+        Right factors (asymmetric adapters); ``V = U`` when omitted.
+
+    Returns
+    -------
+    ndarray, shape (T, d, d)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import adapted
+    >>> M = adapted(np.zeros((2, 2)), np.ones((3, 2, 1)))
+    >>> M.shape, M[0].tolist()
+    ((3, 2, 2), [[1.0, 1.0], [1.0, 1.0]])
+    """
     return A[None] + U @ _t(U if V is None else V)
 
 
@@ -189,6 +211,24 @@ def lora_ml_loss(q: Quadratics, A: np.ndarray, U: np.ndarray, V: np.ndarray | No
     U : ndarray, shape (T, d, k)
     V : ndarray, shape (T, d, k), optional
         Right factors of asymmetric adapters.
+
+    Returns
+    -------
+    float
+        ``F(A, U)``.
+
+    Examples
+    --------
+    Zero at the truth, positive elsewhere:
+
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> fam = th.draw_family(4, 3, 1, np.random.default_rng(0))
+    >>> q = fam.population()
+    >>> bool(th.lora_ml_loss(q, fam.A_star, fam.U_star) < 1e-20)
+    True
+    >>> bool(th.lora_ml_loss(q, fam.A_star, 0 * fam.U_star) > 0)
+    True
     """
     return float(np.sum(q.losses(adapted(A, U, V))))
 
@@ -198,10 +238,34 @@ def lora_ml_grad(
 ) -> tuple[np.ndarray, ...]:
     """Gradient of :func:`lora_ml_loss`.
 
+    Parameters
+    ----------
+    q : Quadratics
+        Task losses.
+    A : ndarray, shape (d, d)
+    U : ndarray, shape (T, d, k)
+    V : ndarray, shape (T, d, k), optional
+        Right factors of asymmetric adapters.
+
     Returns
     -------
     (grad_A, grad_U) for symmetric adapters: ``sum_t G_t`` and ``(G_t + G_t^T) U_t``;
     (grad_A, grad_U, grad_V) for asymmetric ones: ``sum_t G_t``, ``G_t V_t``, ``G_t^T U_t``.
+
+    Examples
+    --------
+    A finite-difference check along a random direction of A:
+
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> rng = np.random.default_rng(0)
+    >>> fam = th.draw_family(4, 3, 1, rng)
+    >>> q, A, U = fam.population(), rng.standard_normal((4, 4)), rng.standard_normal((3, 4, 1))
+    >>> gA, gU = th.lora_ml_grad(q, A, U)
+    >>> E, h = rng.standard_normal((4, 4)), 1e-6
+    >>> fd = (th.lora_ml_loss(q, A + h * E, U) - th.lora_ml_loss(q, A - h * E, U)) / (2 * h)
+    >>> bool(np.isclose(fd, np.sum(gA * E), rtol=1e-6))
+    True
     """
     G = q.grads(adapted(A, U, V))
     if V is None:
@@ -216,6 +280,28 @@ def lora_ml_grad_norm(
 
     ``sqrt(||grad_A||_F^2 + ||grad_U||_F^2)``, plus ``||grad_V||_F^2`` under the root for
     asymmetric adapters (:func:`lora_ml_grad`).
+
+    Parameters
+    ----------
+    q : Quadratics
+        Task losses.
+    A : ndarray, shape (d, d)
+    U : ndarray, shape (T, d, k)
+    V : ndarray, shape (T, d, k), optional
+        Right factors of asymmetric adapters.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> fam = th.draw_family(4, 3, 1, np.random.default_rng(0))
+    >>> from loraml.theory.objectives import lora_ml_grad_norm
+    >>> bool(lora_ml_grad_norm(fam.population(), fam.A_star, fam.U_star) < 1e-10)
+    True
     """
     return float(np.sqrt(sum(np.sum(g * g) for g in lora_ml_grad(q, A, U, V))))
 
@@ -235,6 +321,40 @@ def lora_ml_hvp(
     ``H_A = sum_t dG_t``, ``H_{U_t} = (dG_t + dG_t^T) U_t + (G_t + G_t^T) dU_t`` (symmetric);
     asymmetric: ``dM_t = dA + dU_t V_t^T + U_t dV_t^T``, ``H_{U_t} = dG_t V_t + G_t dV_t``,
     ``H_{V_t} = dG_t^T U_t + G_t^T dU_t``.
+
+    Parameters
+    ----------
+    q : Quadratics
+        Task losses.
+    A : ndarray, shape (d, d)
+    U : ndarray, shape (T, d, k)
+        The point.
+    dA : ndarray, shape (d, d)
+    dU : ndarray, shape (T, d, k)
+        The direction.
+    V, dV : ndarray, shape (T, d, k), optional
+        Right factors and their direction (asymmetric adapters).
+
+    Returns
+    -------
+    tuple of ndarray
+        ``(H_A, H_U)``, or ``(H_A, H_U, H_V)`` for asymmetric adapters.
+
+    Examples
+    --------
+    The product matches a finite difference of the gradient:
+
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> rng = np.random.default_rng(0)
+    >>> fam = th.draw_family(4, 3, 1, rng)
+    >>> q, A, U = fam.population(), rng.standard_normal((4, 4)), rng.standard_normal((3, 4, 1))
+    >>> dA, dU, h = rng.standard_normal((4, 4)), rng.standard_normal((3, 4, 1)), 1e-6
+    >>> HA, HU = th.lora_ml_hvp(q, A, U, dA, dU)
+    >>> gp = th.lora_ml_grad(q, A + h * dA, U + h * dU)
+    >>> gm = th.lora_ml_grad(q, A - h * dA, U - h * dU)
+    >>> bool(np.allclose((gp[1] - gm[1]) / (2 * h), HU, rtol=1e-5, atol=1e-6))
+    True
     """
     G = q.grads(adapted(A, U, V))
     if V is None:
@@ -256,11 +376,51 @@ def excess_loss(M: np.ndarray, target: np.ndarray) -> float:
 
     The expected squared error is this plus the noise constant ``d s^2 / 2`` (dropped, as in the
     paper).
+
+    Parameters
+    ----------
+    M : ndarray, shape (d_out, d)
+        The model's matrix.
+    target : ndarray, shape (d_out, d)
+        The task's ground truth.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import excess_loss
+    >>> excess_loss(np.eye(2), np.zeros((2, 2)))
+    1.0
     """
     return 0.5 * float(np.sum((M - target) ** 2))
 
 
 def sample_loss(M: np.ndarray, X: np.ndarray, Y: np.ndarray) -> float:
-    """Finite-sample loss ``1/(2N) ||Y - M X||_F^2`` (per-sample mean) of one task's data."""
+    """Finite-sample loss ``1/(2N) ||Y - M X||_F^2`` (per-sample mean) of one task's data.
+
+    Parameters
+    ----------
+    M : ndarray, shape (d_out, d)
+        The model's matrix.
+    X : ndarray, shape (d, N)
+        Inputs.
+    Y : ndarray, shape (d_out, N)
+        Outputs.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory import sample_loss
+    >>> X = np.eye(2)
+    >>> sample_loss(np.zeros((2, 2)), X, X)  # 1/(2 * 2) * ||X||_F^2
+    0.5
+    """
     R = Y - M @ X
     return 0.5 * float(np.sum(R * R)) / X.shape[1]

@@ -42,6 +42,17 @@ def sr_closed_form(q: Quadratics) -> np.ndarray:
     Returns
     -------
     A : ndarray, shape (d, d)
+
+    Examples
+    --------
+    Theorem 1: SR's population solution is ``A* + mean_t U_t* U_t*^T``:
+
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> fam = th.draw_family(6, 3, 1, np.random.default_rng(0))
+    >>> A_sr = th.sr_closed_form(fam.population())
+    >>> bool(np.allclose(A_sr, fam.A_star + fam.perturbations().mean(axis=0)))
+    True
     """
     if q.S is None:
         return q.C.mean(0)
@@ -94,6 +105,16 @@ def sr_gd(
     -------
     GDResult
         ``losses[i]`` is ``sum_t f_t(A)`` after i steps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> fam = th.draw_family(4, 3, 1, np.random.default_rng(0))
+    >>> q = fam.population()
+    >>> gd = th.sr_gd(q, steps=500, lr=0.1)
+    >>> bool(np.allclose(gd.A, th.sr_closed_form(q), atol=1e-6))
+    True
     """
     start = time.perf_counter()
     A = np.zeros((q.C.shape[1], q.d)) if A0 is None else A0.astype(float).copy()
@@ -221,6 +242,16 @@ def lora_ml_paper_gd(
     -------
     GDResult
         ``losses[i]`` is ``F`` after i rounds (``rounds + 1`` values).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> rng = np.random.default_rng(0)
+    >>> fam = th.draw_family(4, 3, 1, rng)
+    >>> gd = th.lora_ml_paper_gd(fam.population(), 1, rng, rounds=50)
+    >>> gd.A.shape, gd.U.shape, bool(gd.losses[-1] < gd.losses[0])
+    ((4, 4), (3, 4, 1), True)
     """
     rng = as_generator(rng)
     start = time.perf_counter()
@@ -355,8 +386,10 @@ def solve_lora_ml(
     for population or finite-sample task losses ``f_t``
     (see :class:`~loraml.theory.objectives.Quadratics`).
 
-    Method
-    ------
+    Notes
+    -----
+    Method:
+
     1. Spectral start: ``A_0`` = SR solution, ``U_t`` = rank-k PSD truncation of
        ``sym(B_t - A_0)`` where ``B_t`` is task t's least-squares solution.
     2. Alternating minimisation while each sweep at least halves F: the U-step is the rank-k PSD
@@ -399,6 +432,17 @@ def solve_lora_ml(
     Returns
     -------
     LoraMLResult
+
+    Examples
+    --------
+    Theorem 3: with three generic tasks LoRA-ML recovers ``A*``:
+
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> fam = th.draw_family(d=10, T=3, k=1, rng=np.random.default_rng(0))
+    >>> res = th.solve_lora_ml(fam.population(), k=1)
+    >>> res.converged, bool(th.base_error(res.A, fam.A_star).relative < 1e-8)
+    (True, True)
     """
     start = time.perf_counter()
     if not 1 <= k <= q.d:

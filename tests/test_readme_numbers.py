@@ -1,0 +1,569 @@
+"""README's numbers are read from committed data files, so prose cannot drift from the code.
+
+Every number README quotes from ``loraml verify``, the figures or the benchmarks comes from a
+committed file written by a stated command (:data:`SOURCES`). :data:`QUOTES` maps README phrases
+to those files: each entry names its source and a phrase with ``{}`` placeholders, and a function
+that computes the placeholder values from the loaded file. The test formats each phrase with the
+values and requires it, whitespace-normalised, to appear in README. When a rerun of the command
+changes a number, or README is edited, the phrase no longer matches and the test names it.
+
+To register a new README number: write it into README, then add one ``Quote`` to :data:`QUOTES`
+(``source`` is a key of :data:`SOURCES`; add the file and its command there if it is new).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+#: Committed data files and the command that writes each.
+SOURCES: dict[str, tuple[str, str]] = {
+    "verify": ("results/verify-seed0.json", "loraml verify --seed 0 --json > FILE"),
+    "verify-quick": ("results/verify-quick.json", "loraml verify --quick --json > FILE"),
+    "rate": ("figures/output/quick/rate.npz", "loraml figures rate --quick"),
+    "sr-floor-vs-T": (
+        "figures/output/quick/sr-floor-vs-T.npz",
+        "loraml figures sr-floor-vs-T --quick",
+    ),
+    "shallow-vary-d": (
+        "figures/output/quick/shallow-vary-d.npz",
+        "loraml figures shallow-vary-d --quick",
+    ),
+    "shallow-vary-T": (
+        "figures/output/quick/shallow-vary-T.npz",
+        "loraml figures shallow-vary-T --quick",
+    ),
+    "landscape-T2": (
+        "figures/output/quick/landscape-T2.npz",
+        "loraml figures landscape-T2 --quick",
+    ),
+    "empirical": (
+        "empirical/results/cpu/results.json",
+        "loraml empirical run --preset cpu --seeds 0 1 2 "
+        "--methods sr lora-ml last-layer-ml reptile --threads 1 --out DIR",
+    ),
+}
+
+Values = Callable[[Any], Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A README phrase with ``{}`` placeholders filled from one data file."""
+
+    source: str
+    phrase: str
+    values: Values
+
+
+# -- formatting helpers: the README's own number styles ------------------------------------------
+
+
+def f(x: float, digits: int = 2) -> str:
+    """Fixed point: ``f(1.034) == "1.03"``."""
+    return f"{x:.{digits}f}"
+
+
+def e(x: float, digits: int = 1) -> str:
+    """Scientific without exponent padding: ``e(9.12e-5) == "9.1e-5"``."""
+    mantissa, exponent = f"{x:.{digits}e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def e0(x: float) -> str:
+    """Order of magnitude only: ``e0(4.6e-13) == "5e-13"``."""
+    return e(x, 0)
+
+
+def g(x: float, digits: int = 2) -> str:
+    """Significant digits, plain: ``g(0.0696) == "0.07"``; ``g(0.37, 2) == "0.37"``."""
+    return f"{x:.{digits}g}"
+
+
+def span(xs: Sequence[float], fmt: Callable[[float], str] = f, sep: str = "-") -> str:
+    """``min-max`` range: ``span([1.2, 1.4]) == "1.20-1.40"``."""
+    return f"{fmt(min(xs))}{sep}{fmt(max(xs))}"
+
+
+def frac(rec: dict[str, Any], method: str) -> str:
+    """Recovery count of a convex-table cell, ``"6/10"``."""
+    return f"{rec['recovered'][method]}/{rec['instances']}"
+
+
+# -- derived quantities read from the verify record ------------------------------------------------
+
+
+def full_profile(key: str) -> dict[str, Any]:
+    """The keyword arguments of the full profile of ``loraml verify`` for one statement."""
+    from loraml.theory.verify_cli import PROFILES
+
+    return PROFILES[key][2]
+
+
+def convex_cells(v: dict[str, Any]) -> dict[tuple[int, int, int], dict[str, Any]]:
+    cells = {}
+    for key, rec in v["convex"]["numbers"]["by_setting"].items():
+        d, T, k = (int(p.split("=")[1]) for p in key.split(","))
+        cells[(d, T, k)] = rec
+    return cells
+
+
+def convex_total(v: dict[str, Any], method: str, T_min: int) -> tuple[int, int]:
+    cells = [rec for (_, T, _), rec in convex_cells(v).items() if T >= T_min]
+    return sum(r["recovered"][method] for r in cells), sum(r["instances"] for r in cells)
+
+
+def convex_rows(v: dict[str, Any]) -> list[str]:
+    """The README's convex table rows, one per grid cell."""
+    rows = []
+    for (d, T, k), rec in sorted(convex_cells(v).items()):
+        med = rec["median_relative_error"]
+        rows.append(
+            f"| {d}, {T}, {k} | {frac(rec, 'nuclear')} | {frac(rec, 'sdp')} | "
+            f"{frac(rec, 'lora_ml')} | {med['nuclear']:.1e} | {med['sdp']:.1e} |"
+        )
+    return rows
+
+
+def floor_by_T(v: dict[str, Any]) -> dict[int, dict[str, float]]:
+    return {int(T): x for T, x in v["corollary1"]["numbers"]["floor_rank_k_by_T"].items()}
+
+
+def spurious_runs(v: dict[str, Any], kind: str, solver: str) -> int:
+    ends = v["spurious"]["numbers"]["end_points"]
+    return sum(by_solver[solver].get(kind, 0) for by_solver in ends.values())
+
+
+def retraining(v: dict[str, Any], T: int) -> dict[str, Any]:
+    return v["retraining"]["numbers"]["by_T"][f"T={T}"]
+
+
+def beyond(v: dict[str, Any], setting: str) -> dict[str, Any]:
+    return v["beyond"]["numbers"][setting]
+
+
+def asym_psd(v: dict[str, Any]) -> dict[str, Any]:
+    return beyond(v, "asymmetric_on_psd_d10_T3_k1/asymmetric_adapters")
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.0f} %"
+
+
+def of20(x: float, n: int = 20) -> str:
+    return f"{round(x * n)}/{n}"
+
+
+QUOTES: list[Quote] = [
+    # ---- verify, full profile: the statement table
+    Quote(
+        "verify",
+        "held on {} instances, worst margin {} decades",
+        lambda v: (v["theorem1"]["instances"], f(v["theorem1"]["worst_margin"], 1)),
+    ),
+    Quote(
+        "verify",
+        "held on {}, margin {}; the value: see below",
+        lambda v: (v["corollary1"]["instances"], f(v["corollary1"]["worst_margin"], 1)),
+    ),
+    Quote(
+        "verify",
+        "held on {} instances (T = 2, 3; {} starts each), margin {}",
+        lambda v: (
+            v["theorem2"]["instances"],
+            full_profile("theorem2")["starts"],
+            f(v["theorem2"]["worst_margin"], 1),
+        ),
+    ),
+    Quote(
+        "verify",
+        "held: {} of {} random starts ({} instances) ended at `A_hat = A*`, margin {}",
+        lambda v: (
+            v["theorem3"]["numbers"]["end_points"].get("global", 0),
+            sum(v["theorem3"]["numbers"]["end_points"].values()),
+            v["theorem3"]["instances"],
+            f(v["theorem3"]["worst_margin"], 1),
+        ),
+    ),
+    Quote(
+        "verify",
+        "held on {} instances, margin {}; Lanczos curvature",
+        lambda v: (v["theorem4"]["instances"], f(v["theorem4"]["worst_margin"], 1)),
+    ),
+    Quote(
+        "verify",
+        "slope {} to {}, constant {}x the prediction ({} families)",
+        lambda v: (
+            f(max(v["rate"]["numbers"]["slope"])),
+            f(min(v["rate"]["numbers"]["slope"])),
+            f(float(np.mean(v["rate"]["numbers"]["ratio_to_predicted_constant"]))),
+            v["rate"]["instances"],
+        ),
+    ),
+    Quote(
+        "verify",
+        "met by {} of {} L-BFGS and {} of {} gradient-descent runs ({} of {} instances)",
+        lambda v: (
+            spurious_runs(v, "spurious", "lbfgs"),
+            sum(sum(s["lbfgs"].values()) for s in v["spurious"]["numbers"]["end_points"].values()),
+            spurious_runs(v, "spurious", "gd"),
+            sum(sum(s["gd"].values()) for s in v["spurious"]["numbers"]["end_points"].values())
+            - spurious_runs(v, "polished", "gd"),
+            v["spurious"]["numbers"]["instances_with_spurious"],
+            v["spurious"]["instances"],
+        ),
+    ),
+    Quote(
+        "verify",
+        "`||A_hat - A*||^2 ~ 1/N`, {}x `s^2 d^2/(NT)`",
+        lambda v: (
+            span(
+                [r for T in (3, 5) for r in retraining(v, T)["ratio_to_s2d2_over_NT"]],
+                lambda x: f(x, 1),
+            ),
+        ),
+    ),
+    # ---- verify: what was found
+    Quote(
+        "verify",
+        "averages {} (T = 1), {} (2), {} (3), {} (5), {} (8), {} (11), with the smallest "
+        "instance at {} for T = 11",
+        lambda v: (
+            *(f(floor_by_T(v)[T]["mean"]) for T in (1, 2, 3, 5, 8, 11)),
+            g(floor_by_T(v)[11]["min"]),
+        ),
+    ),
+    Quote(
+        "verify",
+        "At T = 2 all {} zero-loss minima found from random starts had `rank(A_hat - A*) = 2k` "
+        "exactly (none was A*); at T = 3 all {} had rank 0",
+        lambda v: (
+            v["theorem2"]["numbers"]["found_minima"]["T=2"],
+            v["theorem2"]["numbers"]["found_minima"]["T=3"],
+        ),
+    ),
+    Quote(
+        "verify",
+        "from all {} starts (random and the saddle; median {} steps, at most {})",
+        lambda v: (
+            v["theorem4"]["instances"] * (full_profile("theorem4")["starts"] + 1),
+            f"{v['theorem4']['numbers']['pgd_steps_median']:.0f}",
+            v["theorem4"]["numbers"]["pgd_steps_max"],
+        ),
+    ),
+    Quote(
+        "verify",
+        "slope is {} to {} and the constant is {} times `1/2 s^2 k(2d-k)` (mean {})",
+        lambda v: (
+            f(max(v["rate"]["numbers"]["slope"])),
+            f(min(v["rate"]["numbers"]["slope"])),
+            span(v["rate"]["numbers"]["ratio_to_predicted_constant"]),
+            f(float(np.mean(v["rate"]["numbers"]["ratio_to_predicted_constant"]))),
+        ),
+    ),
+    Quote(
+        "verify",
+        "(risk/floor {} at n = 1600); rank k(T+1) = 4 removes the floor but pays {}x LoRA-ML's "
+        "rank-k risk, against the predicted `K(2d-K) / (k(2d-k)) = {}`",
+        lambda v: (
+            span(v["rate"]["numbers"]["sr_rank_k_risk_over_floor_at_max_n"], lambda x: f(x, 3)),
+            span(v["rate"]["numbers"]["sr_rank_kT1_risk_over_lora_ml_rank_k_risk_at_max_n"]),
+            f(v["rate"]["numbers"]["predicted_variance_ratio_kT1_over_k"][0]),
+        ),
+    ),
+    Quote(
+        "verify",
+        "falls as N^{} (T = 3) and N^{} (T = 5), at {}x (T = 3) and {}x (T = 5) the pooled",
+        lambda v: (
+            f(retraining(v, 3)["slope_in_N"]),
+            f(retraining(v, 5)["slope_in_N"]),
+            span(retraining(v, 3)["ratio_to_s2d2_over_NT"]),
+            span(retraining(v, 5)["ratio_to_s2d2_over_NT"]),
+        ),
+    ),
+    Quote(
+        "verify",
+        "SR's error stays at {} (its bias does not shrink with N)",
+        lambda v: (
+            span(
+                [x for T in (3, 5) for x in retraining(v, T)["sr_sq_error"]],
+                lambda x: f"{x:.0f}",
+            ),
+        ),
+    ),
+    Quote(
+        "verify",
+        "The **SDP** recovered A* on every T >= 4 instance ({}/{}, including k(T+1) = d = 20)",
+        lambda v: convex_total(v, "sdp", 4),
+    ),
+    Quote(
+        "verify",
+        "**LoRA-ML recovered A* on all {} instances with T >= 3**",
+        lambda v: (convex_total(v, "lora_ml", 3)[1],),
+    ),
+    Quote(
+        "verify",
+        "({} at k/d = 0.2 for d = 10, {} for d = 20, k = 4)",
+        lambda v: (
+            frac(convex_cells(v)[(10, 3, 2)], "sdp"),
+            frac(convex_cells(v)[(20, 3, 4)], "sdp"),
+        ),
+    ),
+    Quote(
+        "verify",
+        "(k = 1: {}-{}/10 at T = 3; k = 2: {} at T = 3, {} and {} at T = 4, {} at T = 6; k = 4: {} "
+        "for T <= 4)",
+        lambda v: (
+            min(convex_cells(v)[(d, 3, 1)]["recovered"]["nuclear"] for d in (10, 20)),
+            max(convex_cells(v)[(d, 3, 1)]["recovered"]["nuclear"] for d in (10, 20)),
+            frac(convex_cells(v)[(10, 3, 2)], "nuclear"),
+            frac(convex_cells(v)[(10, 4, 2)], "nuclear"),
+            frac(convex_cells(v)[(20, 4, 2)], "nuclear"),
+            frac(convex_cells(v)[(20, 6, 2)], "nuclear"),
+            "0/10"
+            if all(convex_cells(v)[(20, T, 4)]["recovered"]["nuclear"] == 0 for T in (3, 4))
+            else "not 0/10",
+        ),
+    ),
+    Quote(
+        "verify",
+        "still recovered A* ({}, {}) and rank-k fine-tuning of a fresh task was exact",
+        lambda v: (
+            e0(beyond(v, "crowded_d6_T4_k2/symmetric_adapters")["median_A_relative_error"]),
+            e0(beyond(v, "crowded_d6_T5_k3/symmetric_adapters")["median_A_relative_error"]),
+        ),
+    ),
+    Quote(
+        "verify",
+        "symmetric LoRA-ML fails (`||A_hat - A*|| / ||A*|| = {}`, rank-k fine-tuning leaves {} "
+        "of the loss; {} recovered) while **asymmetric retraining adapters** recover A* ({}, {})",
+        lambda v: (
+            f(beyond(v, "general_UV_d12_T3_k1/symmetric_adapters")["median_A_relative_error"], 1),
+            pct(
+                beyond(v, "general_UV_d12_T3_k1/symmetric_adapters")[
+                    "median_rank_k_finetune_relative_loss"
+                ]
+            ),
+            of20(beyond(v, "general_UV_d12_T3_k1/symmetric_adapters")["fraction_recovered"]),
+            of20(beyond(v, "general_UV_d12_T3_k1/asymmetric_adapters")["fraction_recovered"]),
+            e0(beyond(v, "general_UV_d12_T3_k1/asymmetric_adapters")["median_A_relative_error"]),
+        ),
+    ),
+    Quote(
+        "verify",
+        "recovered A* on {} families from the solver's spectral start; on the other {} L-BFGS "
+        "stopped at a stationary point with nonzero loss, and the best of 5 random starts "
+        "recovered A* on {}",
+        lambda v: (
+            of20(asym_psd(v)["fraction_recovered"]),
+            20 - round(20 * asym_psd(v)["fraction_recovered"]),
+            of20(asym_psd(v)["fraction_recovered_best_of_5_random_starts"]),
+        ),
+    ),
+    Quote(
+        "verify",
+        "With d = {}, k = {} and {} families per T",
+        lambda v: tuple(
+            v["corollary1"]["numbers"]["floor_rank_k_by_T_setting"][key]
+            for key in ("d", "k", "reps")
+        ),
+    ),
+    Quote(
+        "verify",
+        "`loraml verify --only spurious --seed 0` ({} generic instances",
+        lambda v: (v["spurious"]["instances"],),
+    ),
+    Quote(
+        "verify",
+        "{} L-BFGS and {} gradient-descent run from random starts each",
+        lambda v: (full_profile("spurious")["starts"], full_profile("spurious")["gd_starts"]),
+    ),
+    Quote(
+        "verify",
+        "instance (d = {}, T = {}, k = {}): loss {} F(0,0) (F at A = 0, U = 0), `||A_hat - A*|| = "
+        "{} ||A*||`, Hessian positive beyond the rotation symmetry (next eigenvalue {} lambda_max)",
+        lambda v: (
+            *(v["spurious"]["numbers"]["spurious_examples"][0][key] for key in ("d", "T", "k")),
+            e(v["spurious"]["numbers"]["spurious_examples"][0]["loss_over_F00"]),
+            f(v["spurious"]["numbers"]["spurious_examples"][0]["A_relative_error"]),
+            e(v["spurious"]["numbers"]["spurious_examples"][0]["eigenvalue_after_symmetry"]),
+        ),
+    ),
+    Quote(
+        "verify",
+        "Every other run ended at A* ({} L-BFGS runs, {} stopped unconverged; {} gradient-descent "
+        "runs, {} of them finished by L-BFGS after 5000 steps, {} unconverged)",
+        lambda v: (
+            spurious_runs(v, "global", "lbfgs"),
+            spurious_runs(v, "unconverged", "lbfgs"),
+            spurious_runs(v, "global", "gd"),
+            spurious_runs(v, "polished", "gd"),
+            spurious_runs(v, "unconverged", "gd"),
+        ),
+    ),
+    Quote(
+        "verify",
+        "d = 10, T = 3, k = 1, s = {}, n = {}..{}, {} repetitions: the fitted",
+        lambda v: (
+            v["rate"]["numbers"]["setting"]["noise_std"],
+            v["rate"]["numbers"]["setting"]["ns"][0],
+            v["rate"]["numbers"]["setting"]["ns"][-1],
+            v["rate"]["numbers"]["setting"]["reps"],
+        ),
+    ),
+    Quote(
+        "verify",
+        "d = {}, k = {}, s = {}, {} repetitions: LoRA-ML's",
+        lambda v: tuple(v["retraining"]["numbers"][key] for key in ("d", "k", "noise_std", "reps")),
+    ),
+    Quote(
+        "verify",
+        "out of {} population families per cell",
+        lambda v: (next(iter(convex_cells(v).values()))["instances"],),
+    ),
+    Quote(
+        "verify",
+        "*Beyond the assumptions (item 10)*, {} families per setting",
+        lambda v: (v["beyond"]["instances"] // len(v["beyond"]["numbers"]),),
+    ),
+    # ---- figures (quick protocol, committed data beside the images)
+    Quote(
+        "rate",
+        "From the LoRA-ML base at rank k the fitted slope is {}",
+        lambda z: (f(z["slopes"][0]),),
+    ),
+    Quote(
+        "rate",
+        "SR at rank k is flat at its floor (slope {})",
+        lambda z: (f(z["slopes"][1]),),
+    ),
+    Quote(
+        "sr-floor-vs-T",
+        "falls from {} (T = {}) to {} (T = {}) but does not vanish",
+        lambda z: (
+            f"{z['floor'][0].mean():.0f}",
+            z["Ts"][0],
+            f"{z['floor'][-1].mean():.0f}",
+            z["Ts"][-1],
+        ),
+    ),
+    Quote(
+        "shallow-vary-d",
+        "(median {} against {} for d = {})",
+        lambda z: (
+            " / ".join(f"{x:.3f}" for x in np.median(z["lora_curve"][:, :, -1], axis=1)),
+            " / ".join(f"{x:.3f}" for x in np.median(z["sr_curve"][:, :, -1], axis=1)),
+            " / ".join(str(x) for x in z["values"]),
+        ),
+    ),
+    Quote(
+        "shallow-vary-T",
+        "({} against {} for T = {})",
+        lambda z: (
+            " / ".join(f"{x:.3f}" for x in np.median(z["lora_curve"][:, :, -1], axis=1)),
+            " / ".join(f"{x:.3f}" for x in np.median(z["sr_curve"][:, :, -1], axis=1)),
+            " / ".join(str(x) for x in z["values"]),
+        ),
+    ),
+    Quote(
+        "landscape-T2",
+        "for T = 2 the ends lie anywhere from {} to {} relative distance from",
+        lambda z: (g(z["T2"][:, 0].min(), 1), g(z["T2"][:, 0].max())),
+    ),
+    # ---- empirical (committed results of the cpu preset)
+    *[
+        Quote(
+            "empirical",
+            "| {} | {} % | {} % |",
+            lambda r, m=method, name=label: (
+                name,
+                *(
+                    "{:.1f} +- {:.1f}".format(100 * s["mean"], 100 * s["stderr"])
+                    for scheme in ("lora", "head")
+                    for s in r["summary"]
+                    if s["method"] == m and s["scheme"] == scheme
+                ),
+            ),
+        )
+        for method, label in (
+            ("sr", "SR"),
+            ("lora-ml", "LoRA-ML-8"),
+            ("last-layer-ml", "Last-layer-ML"),
+            ("reptile", "Reptile"),
+        )
+    ],
+]
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def load(source: str) -> Any:
+    rel, _ = SOURCES[source]
+    path = ROOT / rel
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    return json.loads(path.read_text())
+
+
+def expected(quote: Quote) -> str:
+    return quote.phrase.format(*quote.values(load(quote.source)))
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_every_source_is_committed_and_has_a_command(source: str):
+    rel, command = SOURCES[source]
+    assert (ROOT / rel).is_file(), f"{rel} is missing: write it with `{command}`"
+    assert command
+
+
+def test_readme_quotes_match_the_committed_data():
+    readme = normalise(README.read_text())
+    missing = []
+    for q in QUOTES:
+        where = f"[{q.source}: {SOURCES[q.source][0]}]"
+        try:
+            phrase = expected(q)
+        except (KeyError, IndexError, ValueError) as err:  # the file lacks what the quote reads
+            missing.append(f"{where} {q.phrase!r}: cannot read {err!r}")
+            continue
+        if normalise(phrase) not in readme:
+            missing.append(f"{where} {phrase!r}")
+    assert not missing, "README disagrees with the committed data:\n" + "\n".join(missing)
+
+
+def test_readme_convex_table_is_the_committed_record():
+    readme = normalise(README.read_text())
+    rows = convex_rows(load("verify"))
+    missing = [row for row in rows if normalise(row) not in readme]
+    assert not missing, "convex table rows not in README:\n" + "\n".join(missing)
+
+
+def test_readme_names_the_command_of_every_source():
+    readme = README.read_text()
+    for source in {q.source for q in QUOTES}:
+        rel, _ = SOURCES[source]
+        folder = Path(rel).parent.as_posix() + "/"
+        assert rel in readme or folder in readme, f"README quotes {source} but never names {rel}"
+
+
+def test_a_drifted_number_is_caught():
+    """The check can fail: a README with one count changed no longer holds the phrase."""
+    quote = next(q for q in QUOTES if "LoRA-ML recovered A* on all" in q.phrase)
+    phrase = expected(quote)
+    readme = normalise(README.read_text())
+    assert normalise(phrase) in readme
+    n = convex_total(load("verify"), "lora_ml", 3)[1]
+    assert normalise(phrase.replace(str(n), str(n - 10))) not in readme
