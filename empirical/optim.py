@@ -116,6 +116,7 @@ class TaskRowAdamW(torch.optim.AdamW):
         shape = (-1,) + (1,) * (p.dim() - 1)
         bias1 = (1 - beta1**steps).to(p.dtype).view(shape)
         bias2_sqrt = (1 - beta2**steps).sqrt().to(p.dtype).view(shape)
+        assert p.grad is not None  # step() calls this only for parameters with a gradient
         grad = p.grad[idx]
         value = p[idx].mul(1 - lr * wd)
         exp_avg = state["exp_avg"][idx].lerp(grad, 1 - beta1)
