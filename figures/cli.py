@@ -62,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
             f"unknown figure name(s) {', '.join(unknown)}; choose from: {', '.join(specs)} "
             "(or give none for all)"
         )
+    if args.jobs > 8 * _cores():  # each worker is a process: a typo must not fork thousands
+        raise UsageError(
+            f"--jobs {args.jobs} is more than 8 per available core ({_cores()} here); "
+            "give at most the number of cores"
+        )
     default = DEFAULT_OUT / ("quick" if args.quick else "full")
     try:  # before any work: a folder we can create or write
         check_output_path(default if args.out is None else args.out, folder=True)

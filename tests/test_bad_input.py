@@ -157,6 +157,7 @@ def test_out_that_cannot_be_created_is_refused_even_as_root(population, tmp_path
         (["figures", "spectrum", "--out", "{file}"], "not a folder"),
         (["figures", "spectrum", "--out", "{file}/sub"], "which is a file"),
         (["figures", "spectrum", "--out", ""], "is empty"),
+        (["figures", "spectrum", "--jobs", "100000"], "--jobs"),
         (["verify", "--only", "theorem1", "--save-dir", "{file}"], "--save-dir"),
         (["verify", "--only", "theorem1", "--save-dir", ""], "--save-dir"),
     ],
@@ -406,13 +407,18 @@ def malformed_instances(draw) -> tuple[str, dict[str, np.ndarray] | bytes]:
         else:
             arrays["X"], arrays["Y"] = np.zeros((T, d, 0)), np.zeros((T, d, 0))
     elif fault == "k":
-        value = draw(
-            st.sampled_from(
-                [np.array(0), np.array(-1), np.array(d + 1), np.array(2.5), np.array(True),
-                 np.array([1, 1]), np.array(np.nan), np.array("2")]
-            )
-        )  # fmt: skip
-        if kind == "population" and value.dtype.kind in "iu" and 1 <= value <= d:
+        choice = draw(st.sampled_from(["0", "-1", "d+1", "2.5", "True", "[1,1]", "nan", "'2'"]))
+        value = {
+            "0": np.array(0), "-1": np.array(-1), "d+1": np.array(d + 1), "2.5": np.array(2.5),
+            "True": np.array(True), "[1,1]": np.array([1, 1]), "nan": np.array(np.nan),
+            "'2'": np.array("2"),
+        }[choice]  # fmt: skip
+        if (
+            kind == "population"
+            and value.ndim == 0
+            and value.dtype.kind in "iu"
+            and 1 <= value <= d
+        ):
             value = np.array(k + 0.5)
         arrays["k"] = value
     elif fault == "extra_d":
