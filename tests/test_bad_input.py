@@ -203,7 +203,7 @@ def test_one_flipped_byte_is_one_line(where, population, tmp_path, no_compute):
 
 def test_folder_or_unreadable_instance(tmp_path, no_compute):
     (tmp_path / "dir.npz").mkdir()
-    _assert_refused(_solve(tmp_path / "dir.npz", str(tmp_path / "o.npz")), tmp_path, "folder")
+    _assert_refused(_solve(tmp_path / "dir.npz", str(tmp_path / "o.npz")), tmp_path, "is a folder")
     if os.geteuid() != 0:
         secret = tmp_path / "secret.npz"
         np.savez(secret, A_star=np.eye(2), U_star=np.ones((1, 2, 1)))
