@@ -471,9 +471,9 @@ def _run(args: argparse.Namespace) -> int:
             )
         print(
             "\nmargin: decades by which the worst instance clears the claim's threshold; "
-            "(held) of a measurement: its solver sanity check; undec: a claim missed its "
+            "(held) of a measurement: its solver sanity check\nundec: a claim missed its "
             "threshold only within a decade of the instance's numerical floor; n/a: the "
-            "statement does not apply"
+            "statement does not apply to the instance"
         )
         for r in results:
             for line in _summary(r):
