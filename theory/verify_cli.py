@@ -22,8 +22,13 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from loraml.cli import seed
+
+if TYPE_CHECKING:
+    from loraml.theory.checks import CheckResult
+    from loraml.theory.io import Instance
 
 #: Check key -> (function name in loraml.theory.checks, quick keyword arguments, full keyword
 #: arguments).
@@ -78,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool) -> Any:
     """A progress bar over statements on stderr (tqdm when installed, else one line each)."""
     try:
         from tqdm.auto import tqdm
@@ -102,7 +107,7 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, disable=not enabled, unit="statement", desc="verify", file=sys.stderr)
 
 
-def _run_steps(steps: list[tuple[str, Callable]], progress: bool) -> list:
+def _run_steps(steps: list[tuple[str, Callable[[], CheckResult]]], progress: bool) -> list:
     """Run ``(key, thunk)`` steps in order with a progress bar; return their results."""
     bar = _progress(len(steps), progress)
     results = []
@@ -163,14 +168,16 @@ CLAIMS = {
 }
 
 
-def not_applicable(key: str, reason: str):
+def not_applicable(key: str, reason: str) -> CheckResult:
     """A claimed statement that does not apply to an instance (verdict ``"not applicable"``)."""
     from loraml.theory.checks import CheckResult
 
     return CheckResult(key, f"{CLAIMS[key]} -- not applicable: {reason}", 0, None, None, 0.0, True)
 
 
-def run_instance(inst, seed: int, quick: bool, progress: bool = False) -> tuple[list, list[str]]:
+def run_instance(
+    inst: Instance, seed: int, quick: bool, progress: bool = False
+) -> tuple[list, list[str]]:
     """Run the checks that apply to a user's instance; return results and notes.
 
     Every claimed statement appears in the results: checked (with scale-free thresholds, see
@@ -183,7 +190,7 @@ def run_instance(inst, seed: int, quick: bool, progress: bool = False) -> tuple[
 
     rng = np.random.default_rng(seed)
     starts = 3 if quick else 10
-    steps: list[tuple[str, Callable]] = []
+    steps: list[tuple[str, Callable[[], CheckResult]]] = []
     skipped: list = []
     notes: list[str] = []
     k = inst.k
