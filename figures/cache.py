@@ -13,12 +13,14 @@ import hashlib
 import json
 import os
 import shutil
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from loraml.theory.io import write_npz
+from loraml.theory.io import atomic_write, write_npz
 
 
 def settings_key(name: str, settings: dict[str, Any], seed: int, version: str) -> str:
@@ -46,32 +48,45 @@ def settings_key(name: str, settings: dict[str, Any], seed: int, version: str) -
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def warn(message: str) -> None:
+    """Tell the user (stderr, one line) that a cached file was unusable and will be recomputed."""
+    print(f"loraml figures: warning: {message}", file=sys.stderr)
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`atomic_write`)."""
+    text = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+    atomic_write(path, lambda fh: fh.write(text))
+
+
+# What a truncated or corrupt cache file raises when read.
+_UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
 def load(stem: Path, key: str) -> dict[str, np.ndarray] | None:
-    """Load ``stem.npz`` if ``stem.json`` records the same key; ``None`` otherwise."""
+    """Load ``stem.npz`` if ``stem.json`` records the same key; ``None`` otherwise.
+
+    A truncated or corrupt data file is reported (:func:`warn`) and treated as absent, so the
+    figure is recomputed.
+    """
     meta_path, data_path = stem.with_suffix(".json"), stem.with_suffix(".npz")
     if not (meta_path.exists() and data_path.exists()):
         return None
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
+        warn(f"{meta_path} is unreadable; recomputing {stem.name}")
         return None
-    if meta.get("key") != key:
+    if not isinstance(meta, dict) or meta.get("key") != key:
         return None
-    with np.load(data_path) as z:
-        if str(z["key"]) != key:  # the .npz belongs to another key (partial overwrite)
-            return None
-        return {name: z[name] for name in z.files if name != "key"}
+    try:
+        with np.load(data_path, allow_pickle=False) as z:
+            if str(z["key"]) != key:  # the .npz belongs to another key (partial overwrite)
+                return None
+            return {name: z[name] for name in z.files if name != "key"}
+    except _UNREADABLE as err:
+        warn(f"{data_path} is truncated or corrupt ({err}); recomputing {stem.name}")
+        return None
 
 
 def save(stem: Path, key: str, data: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -86,19 +101,33 @@ def partial_dir(stem: Path, key: str) -> Path:
     return stem.parent / ".partial" / f"{stem.name}-{key}"
 
 
-def load_run(folder: Path, index: int) -> dict[str, np.ndarray] | None:
-    """A finished run's arrays, or ``None`` when that run has not finished."""
+def load_run(folder: Path, index: int) -> tuple[dict[str, np.ndarray], float] | None:
+    """A finished run's arrays and compute seconds, or ``None`` when that run has not finished.
+
+    A truncated or corrupt run file is reported (:func:`warn`), removed and treated as unfinished.
+    """
     path = folder / f"run-{index:05d}.npz"
     if not path.exists():
         return None
-    with np.load(path) as z:
-        return {name: z[name] for name in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            result = {name: z[name] for name in z.files if name != _SECONDS}
+            seconds = float(z[_SECONDS]) if _SECONDS in z.files else 0.0
+    except _UNREADABLE as err:
+        warn(f"{path} is truncated or corrupt ({err}); recomputing that run")
+        path.unlink(missing_ok=True)
+        return None
+    return result, seconds
 
 
-def save_run(folder: Path, index: int, result: dict[str, np.ndarray]) -> None:
-    """Store one finished run atomically."""
+# Key of a run file holding the run's compute time (so a resumed figure adds the earlier part).
+_SECONDS = "__compute_seconds__"
+
+
+def save_run(folder: Path, index: int, result: dict[str, np.ndarray], seconds: float = 0.0) -> None:
+    """Store one finished run (and its compute ``seconds``) atomically."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_npz(folder / f"run-{index:05d}.npz", **result)
+    write_npz(folder / f"run-{index:05d}.npz", **result, **{_SECONDS: np.array(seconds)})
 
 
 def drop_partial(folder: Path) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
-from pathlib import Path
+
+from loraml.cli import positive_int
 
 
 def _cores() -> int:
@@ -29,13 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="quick protocol (what make reproduce runs)")
     p.add_argument(
         "--out",
-        type=Path,
         default=None,
         help="output folder (default: figures/output/quick or figures/output/full)",
     )
     p.add_argument(
         "--jobs",
-        type=int,
+        type=positive_int,
         default=_cores(),
         help="worker processes over runs (default: the available cores, %(default)s here)",
     )
@@ -47,18 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``loraml figures``."""
-    from loraml.cli import UsageError
-
-    for module, extra in (("matplotlib", "figures"), ("tqdm", "figures")):
-        if importlib.util.find_spec(module) is None:
-            raise UsageError(
-                f"{module} is not installed; install it with: pip install -e .[{extra}]"
-            )
-    from loraml.figures.generate import generate
+    from loraml.cli import UsageError, importable, require_extra
+    from loraml.figures.generate import DEFAULT_OUT
     from loraml.figures.registry import registry
+    from loraml.theory.io import OutputPathError, check_output_path
 
     specs = registry()
-    if args.list:
+    if args.list:  # needs no extra
         for spec in specs.values():
             print(f"{spec.name:15s} {spec.summary}")
         return 0
@@ -68,23 +62,30 @@ def run(args: argparse.Namespace) -> int:
             f"unknown figure name(s) {', '.join(unknown)}; choose from: {', '.join(specs)} "
             "(or give none for all)"
         )
-    if args.jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"--out {args.out} exists and is not a folder; give a folder path")
+    if args.jobs > 8 * _cores():  # each worker is a process: a typo must not fork thousands
+        raise UsageError(
+            f"--jobs {args.jobs} is more than 8 per available core ({_cores()} here); "
+            "give at most the number of cores"
+        )
+    default = DEFAULT_OUT / ("quick" if args.quick else "full")
+    try:  # before any work: a folder we can create or write
+        check_output_path(default if args.out is None else args.out, folder=True)
+    except OutputPathError as err:
+        raise UsageError(str(err) if args.out is not None else f"default {err}") from None
+    require_extra(["matplotlib", "tqdm"], "figures", "loraml figures")
+    from loraml.figures.generate import generate
+
     names = list(dict.fromkeys(args.names)) or list(specs)
-    missing = [
-        n for n in names if any(importlib.util.find_spec(mod) is None for mod in specs[n].needs)
-    ]
+    missing = [n for n in names if not all(importable(mod) for mod in specs[n].needs)]
     if missing and args.names:
         raise UsageError(
-            f"figure(s) {', '.join(missing)} need torch; install it with "
-            "pip install -e .[empirical], or name the other figures"
+            f"figure(s) {', '.join(missing)} need torch, which is not installed; install the "
+            "'empirical' extra: pip install 'loraml[empirical]', or name the other figures"
         )
     if missing:  # all figures requested: make the others, say which were skipped
         print(
             f"loraml figures: skipping {', '.join(missing)} (torch is not installed; "
-            "pip install -e .[empirical] adds it)",
+            "pip install 'loraml[empirical]' adds it)",
             file=sys.stderr,
         )
         names = [n for n in names if n not in missing]

@@ -24,6 +24,7 @@ from loraml import __version__
 from loraml.figures import cache
 from loraml.figures.registry import registry
 from loraml.figures.spec import FigureSpec, Run, RunResult, run_rng
+from loraml.theory.io import clean_stale_temporaries
 
 DEFAULT_OUT = Path("figures") / "output"
 
@@ -110,6 +111,7 @@ def generate(
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     base = Path(out) if out is not None else DEFAULT_OUT / ("quick" if quick else "full")
     protocol = "quick" if quick else "full"
+    clean_stale_temporaries(base)  # hidden .NAME.tmp-PID files of killed runs
 
     outcomes: dict[str, Outcome] = {}
     pending: dict[str, dict[str, Any]] = {}  # name -> {spec, settings, key, runs, results, ...}
@@ -124,10 +126,15 @@ def generate(
             continue
         runs = spec.runs(settings)
         folder = cache.partial_dir(stem, key)
-        results: list[RunResult | None] = [cache.load_run(folder, i) for i in range(len(runs))]
+        if force:  # recompute everything, finished runs of an earlier attempt included
+            cache.drop_partial(folder)
+        else:
+            clean_stale_temporaries(folder)
+        loaded = [cache.load_run(folder, i) for i in range(len(runs))]
+        results: list[RunResult | None] = [None if r is None else r[0] for r in loaded]
         pending[name] = dict(
             spec=spec, settings=settings, key=key, stem=stem, runs=runs, folder=folder,
-            results=results, seconds=0.0,
+            results=results, seconds=sum(r[1] for r in loaded if r is not None),
         )  # fmt: skip
 
     todo = [(n, i) for n, p in pending.items() for i, r in enumerate(p["results"]) if r is None]
@@ -139,7 +146,7 @@ def generate(
 
     def done(name: str, i: int, result: RunResult, seconds: float) -> None:
         p = pending[name]
-        cache.save_run(p["folder"], i, result)
+        cache.save_run(p["folder"], i, result, seconds)
         p["results"][i] = result
         p["seconds"] += seconds
         bar.update(1)
@@ -173,7 +180,9 @@ def _run_in_pool(todo, pending, jobs, done) -> None:
     os.environ.update({var: "1" for var, val in saved.items() if val is None})
     try:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(
+            jobs, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             futures: dict[Future, tuple[str, int]] = {}
             for name, i in todo:
                 p = pending[name]
@@ -187,6 +196,23 @@ def _run_in_pool(todo, pending, jobs, done) -> None:
         for var, val in saved.items():
             if val is None:
                 os.environ.pop(var, None)
+
+
+def _die_with_parent(parent: int, interval: float = 0.2) -> None:
+    """Pool-worker initializer: end this worker when ``parent`` is gone (e.g. after ``kill -9``).
+
+    A daemon thread polls ``os.getppid()``: when the parent dies the worker is re-parented (to
+    init or a subreaper), its parent id changes, and the worker exits at once. Without it the
+    workers of a killed ``loraml figures`` would keep computing, and then wait, forever.
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def _finish(name: str, p: dict[str, Any], protocol: str) -> Outcome:

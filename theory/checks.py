@@ -11,6 +11,13 @@ Margins are in **decades**: for a claim "x is zero" checked as ``x <= threshold`
 over instances and sub-claims. The thresholds (relative to the problem's scale) are stated in each
 check's docstring.
 
+On a given instance a claim can also be **undecided**: each check estimates the numerical floor of
+what it measures (rounding, ``u = 2.2e-16`` relative to the largest target; a solver's minimiser,
+located through its loss, to about ``sqrt(u)`` of that scale) and a claim that misses its threshold
+while the floor is within a decade of that threshold is recorded as undecided, not failed
+(:meth:`_Tally.claim`). A statement with no claim to check on an instance is *not applicable*
+(:meth:`CheckResult.verdict`).
+
 Statements (arXiv 2410.22264 v1 Thm 1-4, Cor 1): ``theorem1``, ``corollary1``, ``theorem2``,
 ``theorem3``, ``theorem4`` and ``rate`` are claims of the paper; ``spurious``, ``retraining``,
 ``convex`` and ``beyond`` are measurements (``convex.held`` only says that both relaxations were
@@ -53,6 +60,11 @@ from loraml.theory.retraining_error import predicted_retraining_error, retrainin
 from loraml.theory.rng import RNGLike, as_generator
 
 _TINY = 1e-300
+#: Unit roundoff of double precision.
+_U = float(np.finfo(float).eps)
+#: Relative accuracy of a minimiser located through its loss: near a minimum the loss changes by
+#: ``O(|dx|^2)``, so a loss known to ``u`` relative locates the point to ``~sqrt(u)`` relative.
+_SQRT_U = float(np.sqrt(_U))
 
 
 @dataclass
@@ -82,6 +94,9 @@ class CheckResult:
         One line per failing instance (with what is needed to reproduce it).
     artifacts : dict
         Arrays worth keeping (e.g. a spurious minimum and its start), name -> dict of arrays.
+    undecided : list of str
+        Claims that missed their threshold on an instance whose numerical floor lies within a
+        decade of that threshold (double precision cannot decide them there).
     """
 
     key: str
@@ -94,6 +109,20 @@ class CheckResult:
     numbers: dict = field(default_factory=dict)
     failures: list = field(default_factory=list)
     artifacts: dict = field(default_factory=dict)
+    undecided: list = field(default_factory=list)
+
+    def verdict(self) -> str:
+        """``"held"``, ``"FAILED"``, ``"undecided"``, ``"not applicable"`` or ``"measured"``.
+
+        A claimed statement held when every sub-claim on every instance held, failed when one
+        failed, is undecided when none failed but one could not be decided, and is not applicable
+        when nothing was checked (no instance it applies to).
+        """
+        if not self.claimed:
+            return "measured"
+        if self.held is not None:
+            return "held" if self.held else "FAILED"
+        return "undecided" if self.undecided else "not applicable"
 
     def __repr__(self) -> str:
         return compact_repr(self)
@@ -102,6 +131,7 @@ class CheckResult:
         """The JSON object of ``loraml verify --json`` (artifacts left out)."""
         return {
             "statement": self.statement,
+            "verdict": self.verdict(),
             "held": self.held,
             "instances": self.instances,
             "worst_margin": self.worst_margin,
@@ -109,6 +139,7 @@ class CheckResult:
             "claimed": self.claimed,
             "numbers": _jsonable(self.numbers),
             "failures": list(self.failures),
+            "undecided": list(self.undecided),
         }
 
 
@@ -182,16 +213,56 @@ class _Tally:
     def __init__(self) -> None:
         self.margins: list[float] = []
         self.failures: list[str] = []
+        self.undecided: list[str] = []
         self.instances = 0
 
-    def claim(self, margin: float, what: str) -> None:
+    def claim(self, margin: float, what: str, floor: tuple[float, float] | None = None) -> None:
+        """Record a claim's margin (decades; > 0: held).
+
+        ``floor = (x, f)``: the measured quantity and its numerical floor on this instance (what
+        rounding or the solver's accuracy can produce by itself). A claim that misses its
+        threshold with ``x <= 10 f`` is undecided (the floor, not the statement, may be what was
+        measured), not failed.
+        """
+        if not margin > 0 and floor is not None and floor[0] <= 10 * floor[1]:
+            self.undecided.append(
+                f"{what} ({floor[0]:.1e} is within a decade of the numerical floor {floor[1]:.1e})"
+            )
+            return
         self.margins.append(margin)
         if not margin > 0:
             self.failures.append(f"{what} (margin {margin:.2f} decades)")
 
+    def rank(self, s: np.ndarray, rank: int, noise: float, what: str, rtol: float | None) -> None:
+        """Claims ``rank(M) = rank`` from the singular values ``s`` of ``M`` (descending).
+
+        ``noise``: the rounding floor of ``sigma_i / sigma_1`` (entries of ``M`` computed to
+        ``u`` relative to the largest target ``S``: ``||E||_2 <= d u S``, over ``sigma_1``).
+        With ``rtol`` given, ``sigma_rank / sigma_1 >= rtol`` and ``sigma_{rank+1} / sigma_1 <=
+        rtol``; with ``rtol=None`` (scale-free, for a user's instance) the threshold is
+        ``100 * noise``, and a ``sigma_rank`` between ``noise`` and that is undecided.
+        A rank beyond ``len(s)`` is impossible and not claimed; ``rank + 1 > len(s)`` has no
+        upper claim.
+        """
+        if rank < 1 or rank > len(s) or s[0] <= 0:
+            return
+        thr = 100 * noise if rtol is None else rtol
+        lower = s[rank - 1] / s[0]
+        if rtol is None and noise < lower < thr:  # above rounding, below the margin we want
+            self.undecided.append(
+                f"{what} < {rank}: sigma_{rank} / sigma_1 = {lower:.1e} is within two decades "
+                f"of the rounding floor {noise:.1e}"
+            )
+        else:
+            self.claim(above(lower, thr), f"{what} < {rank}")
+        if rank < len(s):
+            self.claim(below(s[rank] / s[0], thr), f"{what} > {rank}")
+
     def result(self, key, statement, start, numbers=None, artifacts=None) -> CheckResult:
         worst = min(self.margins) if self.margins else None
         held = None if worst is None else bool(worst > 0)
+        if held and self.undecided:
+            held = None  # some sub-claims could not be decided: the statement is undecided
         return CheckResult(
             key,
             statement,
@@ -203,6 +274,7 @@ class _Tally:
             numbers or {},
             self.failures,
             artifacts or {},
+            self.undecided,
         )
 
 
@@ -325,6 +397,19 @@ def _perturbations(U: np.ndarray) -> np.ndarray:
     return U @ np.swapaxes(U, -1, -2)
 
 
+def _largest_target(fam: TaskFamily) -> float:
+    """``S = max_t ||A_t*||_F`` over retraining and test tasks: the scale rounding acts on."""
+    targets = [fam.targets()] + ([fam.test_targets()] if fam.U_test.shape[0] else [])
+    return float(max(np.linalg.norm(t, axis=(1, 2)).max() for t in targets))
+
+
+def _rounding(fam: TaskFamily, ref: float) -> float:
+    """Rounding floor, relative to ``ref``, of a d x d matrix computed from the targets:
+    ``d u S / ref`` (each entry to ``u S``; the spectral norm of the error is at most d times
+    its largest entry)."""
+    return fam.d * _U * _largest_target(fam) / max(ref, _TINY)
+
+
 def _desc(fam: TaskFamily, i: int) -> str:
     return f"instance {i} (d={fam.d}, T={fam.T}, k={fam.k})"
 
@@ -337,21 +422,22 @@ def check_theorem1(
     *,
     instances: int = 20,
     families: Sequence[TaskFamily] | None = None,
-    rank_rtol: float = 1e-8,
+    rank_rtol: float | None = 1e-8,
 ) -> CheckResult:
     r"""Theorem 1: population SR is ``A* + mean_t U_t* U_t*^T``, and ``rank(A_SR - A*) = kT``.
 
     Under genericity also ``rank(A_{T+1}* - A_SR) = k(T+1)`` (the test residual; when the family
     has a test task). Claims checked per instance: ``||A_SR - A* - mean_t P_t||_F <= 1e-10
     ||A_SR||_F``; ``sigma_{kT} >= rank_rtol sigma_1`` and ``sigma_{kT+1} <= rank_rtol sigma_1``
-    for ``A_SR - A*`` and likewise with ``k(T+1)`` for the test residual.
+    for ``A_SR - A*`` and likewise with ``k(T+1)`` for the test residual. ``rank_rtol=None`` (a
+    user's instance) sets the rank threshold from the rounding floor instead (scale-free; see
+    :meth:`_Tally.rank`).
     Random instances: T in 1..5, k in 1..3, ``d = k(T+1) + 0..6``.
 
     Parameters
     ----------
-    rng : numpy.random.Generator
-        Source of every random draw.
-
+    rng : int, numpy.random.Generator or None
+        Seed, or the source of every random draw.
     instances : int
         Random families drawn when ``families`` is None.
     families : sequence of TaskFamily, optional
@@ -381,19 +467,15 @@ def check_theorem1(
         A_sr = sr_closed_form(fam.population())
         expected = fam.A_star + _perturbations(fam.U_star).mean(0)
         err = np.linalg.norm(A_sr - expected) / max(np.linalg.norm(A_sr), _TINY)
-        tally.claim(below(err, 1e-10), f"{_desc(fam, i)}: SR formula error {err:.2e}")
+        floor = (err, _rounding(fam, np.linalg.norm(A_sr)))
+        tally.claim(below(err, 1e-10), f"{_desc(fam, i)}: SR formula error {err:.2e}", floor)
         pairs = [(A_sr - fam.A_star, fam.k * fam.T, "A_SR - A*")]
         if fam.U_test.shape[0] > 0:
             pairs.append((fam.test_targets()[0] - A_sr, fam.k * (fam.T + 1), "A_test* - A_SR"))
         for M, rank, name in pairs:
             s = np.linalg.svd(M, compute_uv=False)
-            tally.claim(
-                above(s[rank - 1] / s[0], rank_rtol), f"{_desc(fam, i)}: rank({name}) < {rank}"
-            )
-            if rank < len(s):
-                tally.claim(
-                    below(s[rank] / s[0], rank_rtol), f"{_desc(fam, i)}: rank({name}) > {rank}"
-                )
+            noise = _rounding(fam, s[0])
+            tally.rank(s, rank, noise, f"{_desc(fam, i)}: rank({name})", rank_rtol)
     return tally.result(
         "theorem1", "Theorem 1: A_SR = A* + mean U_t*U_t*^T, rank(A_SR - A*) = kT", start
     )
@@ -411,6 +493,7 @@ def check_corollary1(
     d_for_T: int = 24,
     k_for_T: int = 2,
     reps_for_T: int | None = None,
+    zero_rtol: float | None = 1e-24,
 ) -> CheckResult:
     r"""Corollary 1: rank-r fine-tuning from SR leaves ``1/2 sum_{i>r} sigma_i^2(A_{T+1}* - A_SR)``.
 
@@ -419,6 +502,9 @@ def check_corollary1(
     ``1e-10 L0`` for every r; it is ``>= 1e-18 L0`` at ``r = k(T+1) - 1`` (hence for every
     ``r < k(T+1)``, the tail being monotone), and ``<= 1e-24 L0`` at ``r = k(T+1)`` (double
     precision leaves ~1e-30 there; near-degenerate instances have ~1e-14 at ``k(T+1) - 1``).
+    ``zero_rtol=None`` (a user's instance) replaces both fixed thresholds by ``(100 n)^2`` with
+    ``n`` the rounding floor of ``sigma_i / sigma_1`` of the residual (:meth:`_Tally.rank`), the
+    floors being squared singular values (scale-free; large d raises the floor).
 
     Measurement (the value, not only the rank): the rank-k floor against T for d=``d_for_T``,
     k=``k_for_T``, divided by the loss of not adapting from the truth, ``1/2 ||U_{T+1}*
@@ -427,9 +513,8 @@ def check_corollary1(
 
     Parameters
     ----------
-    rng : numpy.random.Generator
-        Source of every random draw.
-
+    rng : int, numpy.random.Generator or None
+        Seed, or the source of every random draw.
     instances : int
         Random families drawn when ``families`` is None.
     families : sequence of TaskFamily, optional
@@ -467,12 +552,22 @@ def check_corollary1(
         s2 = np.linalg.svd(R, compute_uv=False) ** 2
         L0 = 0.5 * float(s2.sum())
         K = fam.k * (fam.T + 1)
-        floors = np.array([sr_floor(fam.targets(), test, r) for r in range(K + 1)])
-        tails = np.array([0.5 * s2[r:].sum() for r in range(K + 1)])
+        r_max = min(K, len(s2))
+        floors = np.array([sr_floor(fam.targets(), test, r) for r in range(r_max + 1)])
+        tails = np.array([0.5 * s2[r:].sum() for r in range(r_max + 1)])
         err = float(np.max(np.abs(floors - tails))) / L0
-        tally.claim(below(err, 1e-10), f"{_desc(fam, i)}: floor != Eckart-Young tail ({err:.1e})")
+        noise = _rounding(fam, float(np.sqrt(s2[0])))
+        floor = (err, noise * s2[0] / L0)
+        tally.claim(
+            below(err, 1e-10), f"{_desc(fam, i)}: floor != Eckart-Young tail ({err:.1e})", floor
+        )
+        if K > len(s2):  # k(T+1) > d: no rank-k(T+1) residual to speak of
+            continue
+        if zero_rtol is None:  # floors / L0 ~ (sigma_i / sigma_1)^2 up to L0 / sigma_1^2
+            tally.rank(np.sqrt(s2), K, noise, f"{_desc(fam, i)}: rank of the residual", None)
+            continue
         tally.claim(above(floors[K - 1] / L0, 1e-18), f"{_desc(fam, i)}: floor 0 at r=k(T+1)-1")
-        tally.claim(below(floors[K] / L0, 1e-24), f"{_desc(fam, i)}: floor > 0 at r=k(T+1)")
+        tally.claim(below(floors[K] / L0, zero_rtol), f"{_desc(fam, i)}: floor > 0 at r=k(T+1)")
 
     reps = reps_for_T if reps_for_T is not None else max(3, instances // 2)
     by_T = {}
@@ -527,11 +622,15 @@ def check_theorem2(
     (pairwise ``||A(C) - A(C')||_F >= 1e-3 ||A*||_F``) and the map is continuous
     (``||A(C + hE) - A(C)|| / h`` agrees at ``h = 1e-5`` and ``1e-6`` within 1 %).
 
+    With ``2k >= d`` the rank bound holds for every matrix and is not claimed. A claim about a
+    solver's minimiser that misses its threshold where the solver's floor (``sqrt(u) S``,
+    relative to the claim's scale, ``S`` the largest target) lies within a decade of it is
+    undecided (tasks of very different scales).
+
     Parameters
     ----------
-    rng : numpy.random.Generator
-        Source of every random draw.
-
+    rng : int, numpy.random.Generator or None
+        Seed, or the source of every random draw.
     instances : int
         Random families drawn when ``families`` is None.
     starts : int
@@ -563,19 +662,26 @@ def check_theorem2(
         tally.instances += 1
         q, k, d = fam.population(), fam.k, fam.d
         f0 = lora_ml_loss(q, np.zeros((d, d)), np.zeros_like(fam.U_star))
-        scale = np.linalg.norm(fam.A_star, 2)
+        scale = max(np.linalg.norm(fam.A_star, 2), _TINY)
         desc = _desc(fam, i)
+        solver_floor = _SQRT_U * _largest_target(fam)  # a minimiser's accuracy (absolute)
         for p in search_stationary_points(q, k, rng, starts=starts, global_value=0.0):
-            if p.kind != "global":
+            if p.kind != "global" or 2 * k >= d:
                 continue
             s = np.linalg.svd(p.A - fam.A_star, compute_uv=False)
-            tally.claim(below(s[2 * k] / scale, rank_rtol), f"{desc}: rank(A_hat - A*) > 2k")
-            rank2k[f"T={min(fam.T, 3)}"].append(bool(s[2 * k - 1] / scale > rank_rtol))
-            if fam.U_test.shape[0]:
+            floor = (s[2 * k] / scale, solver_floor / scale)
+            tally.claim(below(s[2 * k] / scale, rank_rtol), f"{desc}: rank(A_hat - A*) > 2k", floor)
+            rank2k.setdefault(f"T={min(fam.T, 3)}", []).append(
+                bool(s[2 * k - 1] / scale > rank_rtol)
+            )
+            if fam.U_test.shape[0] and 3 * k < d:
                 test = fam.test_targets()[0]
                 L0 = 0.5 * float(np.sum((test - p.A) ** 2))
                 ft = finetune_closed_form(Quadratics.population(test), p.A, min(3 * k, d))
-                tally.claim(below(ft.loss / L0, 1e-16), f"{desc}: rank-3k fine-tuning not exact")
+                floor = (ft.loss / L0, 0.5 * d * solver_floor**2 / L0)
+                tally.claim(
+                    below(ft.loss / L0, 1e-16), f"{desc}: rank-3k fine-tuning not exact", floor
+                )
         if fam.T != 2 or 2 * k > d:
             continue
         members = []
@@ -583,11 +689,15 @@ def check_theorem2(
             C = _spectral_ball(rng, k, radius)
             A_hat, U_hat = t2_global_minimum(fam.A_star, fam.U_star, C)
             loss = lora_ml_loss(q, A_hat, U_hat)
-            tally.claim(below(loss / f0, 1e-20), f"{desc}: family member has loss {loss:.1e}")
+            floor = (loss / f0, (d * _U * _largest_target(fam)) ** 2 / f0)
+            tally.claim(
+                below(loss / f0, 1e-20), f"{desc}: family member has loss {loss:.1e}", floor
+            )
             s = np.linalg.svd(A_hat - fam.A_star, compute_uv=False)
             tally.claim(above(s[2 * k - 1] / scale, 1e-6), f"{desc}: family rank < 2k")
             if 2 * k < d:
-                tally.claim(below(s[2 * k] / scale, 1e-10), f"{desc}: family rank > 2k")
+                floor = (s[2 * k] / scale, _rounding(fam, scale))
+                tally.claim(below(s[2 * k] / scale, 1e-10), f"{desc}: family rank > 2k", floor)
             members.append(A_hat)
             E = _spectral_ball(rng, k, 1.0)
             slopes = [
@@ -633,13 +743,21 @@ def check_theorem3(
     ``starts`` random starts has ``||A_hat - A*||_F <= tol ||A*||_F``,
     ``||U_hat_t U_hat_t^T - U_t* U_t*^T||_F <= tol ||U_t* U_t*^T||_F``, and rank-k fine-tuning
     from ``A_hat`` reaches ``<= 1e-12 L0`` on the test task. Starts that end elsewhere are
+
+    counted in ``numbers`` (see :func:`check_spurious` for the landscape). A miss within a
+    decade of the solver's floor (``sqrt(u) S`` relative to ``||A*||``, to ``||U_t* U_t*^T||`` per
+    task; ``S`` the largest target) is undecided: with tasks of very different scales double
+    precision cannot resolve the small ones. Likewise a point the search calls global (loss
+    small against ``F(0, 0)``, which the largest task dominates) is only judged when it fits every
+    task to ``tol`` relative to that task's own perturbation,
+    ``||A_hat + U_t U_t^T - A_t*||_F <= tol ||U_t* U_t*^T||_F``; otherwise zero loss is not
+    established at the smaller tasks' scale and the point leaves the claim undecided.
     counted in ``numbers`` (see :func:`check_spurious` for the landscape).
 
     Parameters
     ----------
-    rng : numpy.random.Generator
-        Source of every random draw.
-
+    rng : int, numpy.random.Generator or None
+        Seed, or the source of every random draw.
     instances : int
         Random families drawn when ``families`` is None.
     starts : int
@@ -672,18 +790,35 @@ def check_theorem3(
         q, k = fam.population(), fam.k
         desc = _desc(fam, i)
         P_norm = np.linalg.norm(_perturbations(fam.U_star), axis=(1, 2))
+        solver_floor = _SQRT_U * _largest_target(fam)  # a minimiser's accuracy (absolute)
+        A_norm = max(np.linalg.norm(fam.A_star), _TINY)
         for p in search_stationary_points(q, k, rng, starts=starts, global_value=0.0):
             kinds[p.kind] = kinds.get(p.kind, 0) + 1
             if p.kind != "global":
                 continue
-            tally.claim(below(base_error(p.A, fam.A_star).relative, tol), f"{desc}: A_hat != A*")
-            ad = float(np.max(adapter_errors(p.U, fam.U_star) / P_norm))
-            tally.claim(below(ad, tol), f"{desc}: U_hat U_hat^T != U* U*^T")
-            if fam.U_test.shape[0]:
+            fit = np.linalg.norm(p.A + _perturbations(p.U) - fam.targets(), axis=(1, 2))
+            worst = float(np.max(fit / np.maximum(P_norm, _TINY)))
+            if worst > tol:
+                tally.undecided.append(
+                    f"{desc}: a point of loss {p.loss:.1e} leaves a residual of {worst:.1e} "
+                    "x ||U_t* U_t*^T|| on one task: zero loss not reached at that task's scale"
+                )
+                continue
+            err = base_error(p.A, fam.A_star).relative
+            floor = (err, solver_floor / A_norm)
+            tally.claim(below(err, tol), f"{desc}: A_hat != A*", floor)
+            ads = adapter_errors(p.U, fam.U_star) / np.maximum(P_norm, _TINY)
+            for t, ad in enumerate(ads):
+                floor = (float(ad), solver_floor / max(P_norm[t], _TINY))
+                tally.claim(below(float(ad), tol), f"{desc}: U_hat U_hat^T != U* U*^T", floor)
+            if fam.U_test.shape[0] and k < fam.d:
                 test = fam.test_targets()[0]
                 L0 = 0.5 * float(np.sum((test - p.A) ** 2))
                 ft = finetune_closed_form(Quadratics.population(test), p.A, k)
-                tally.claim(below(ft.loss / L0, 1e-12), f"{desc}: rank-k fine-tuning not exact")
+                floor = (ft.loss / L0, 0.5 * fam.d * solver_floor**2 / L0)
+                tally.claim(
+                    below(ft.loss / L0, 1e-12), f"{desc}: rank-k fine-tuning not exact", floor
+                )
     return tally.result(
         "theorem3",
         "Theorem 3: T>=3, generic: zero-loss minimisers have A_hat = A*, U_hat U_hat^T = U* U*^T",
@@ -745,9 +880,8 @@ def check_spurious(
 
     Parameters
     ----------
-    rng : numpy.random.Generator
-        Source of every random draw.
-
+    rng : int, numpy.random.Generator or None
+        Seed, or the source of every random draw.
     instances : int
         Random families drawn when ``families`` is None.
     starts : int
@@ -881,9 +1015,8 @@ def check_theorem4(
 
     Parameters
     ----------
-    rng : numpy.random.Generator
-        Source of every random draw.
-
+    rng : int, numpy.random.Generator or None
+        Seed, or the source of every random draw.
     instances : int
         Random families drawn when ``families`` is None.
     starts : int
@@ -978,8 +1111,8 @@ def check_rate(
     d: int = 10,
     T: int = 3,
     k: int = 1,
-    noise_std: float = 0.1,
-    ns: Sequence[int] | np.ndarray = (100, 200, 400, 800, 1600),
+    noise_std: float | None = 0.1,
+    ns: Sequence[int] | None = (100, 200, 400, 800, 1600),
     reps: int = 40,
     families: Sequence[TaskFamily] | None = None,
 ) -> CheckResult:
@@ -1001,11 +1134,17 @@ def check_rate(
     largest n against its floor (Corollary 1); SR's rank-k(T+1) risk against LoRA-ML's rank-k
     risk and against the predicted variance ratio ``K(2d-K) / (k(2d-k))``, ``K = k(T+1)``.
 
+    For a user's instance (scale-free): ``ns=None`` takes ``n = p (2, 4, 8, 16, 32)`` with
+    ``p = k(2d - k)`` the adapter's parameter count (the rate is asymptotic in ``n >> p``), and
+    ``noise_std=None`` takes ``0.1 ||A_test*||_F / sqrt(d)`` (a tenth of the signal per output).
+    When LoRA-ML's base is off ``A*`` by more than a tenth of the predicted risk at the largest n
+    (``1/2 ||A_hat - A*||_F^2 > 0.1 * 1/2 s^2 k(2d-k)/n``), the bias hides the rate and a slope
+    outside the band is undecided, not failed.
+
     Parameters
     ----------
-    rng : numpy.random.Generator
-        Source of every random draw.
-
+    rng : int, numpy.random.Generator or None
+        Seed, or the source of every random draw.
     instances : int
         Random families drawn when ``families`` is None.
     d, T, k : int
@@ -1036,7 +1175,6 @@ def check_rate(
     rng = as_generator(rng)
     start = time.perf_counter()
     tally = _Tally()
-    ns = np.asarray(ns)
     ratios, slopes, sr_floor_ratio, sr_var_ratio, sr_var_pred = [], [], [], [], []
     finite_ratio, pred_slope, pred_ratio = [], [], []
     if families is None:
@@ -1047,30 +1185,46 @@ def check_rate(
         tally.instances += 1
         dd, kk, TT = fam.d, fam.k, fam.T
         test = fam.test_targets()[0]
+        s_noise = 0.1 * np.linalg.norm(test) / np.sqrt(dd) if noise_std is None else noise_std
+        n_list = np.asarray(
+            [kk * (2 * dd - kk) * m for m in (2, 4, 8, 16, 32)] if ns is None else ns
+        )
         A_ml = solve_lora_ml(fam.population(), kk).A
         risks = np.array(
-            [finetune_excess_risk(A_ml, test, kk, n, noise_std, rng, reps=reps).mean() for n in ns]
+            [
+                finetune_excess_risk(A_ml, test, kk, int(n), s_noise, rng, reps=reps).mean()
+                for n in n_list
+            ]
         )
-        fit = fit_power_law(ns, risks)
+        fit = fit_power_law(n_list, risks)
         slopes.append(fit.slope)
-        asymptotic = 0.5 * noise_std**2 * kk * (2 * dd - kk)
+        asymptotic = 0.5 * s_noise**2 * kk * (2 * dd - kk)
         ratios.append(fit.constant_at_minus_one / asymptotic)
-        if ns.min() > dd + 1:
+        if n_list.min() > dd + 1:
             pred = np.array(
-                [predicted_excess_risk(dd, kk, int(n), noise_std, finite_n=True) for n in ns]
+                [predicted_excess_risk(dd, kk, int(n), s_noise, finite_n=True) for n in n_list]
             )
             finite_ratio.append((risks / pred).tolist())
-            pred_fit = fit_power_law(ns, pred)
+            pred_fit = fit_power_law(n_list, pred)
             pred_slope.append(pred_fit.slope)
             pred_ratio.append(pred_fit.constant_at_minus_one / asymptotic)
-        tally.claim(below(abs(fit.slope + 1), 0.25), f"{_desc(fam, i)}: slope {fit.slope:.2f}")
+        margin = below(abs(fit.slope + 1), 0.25)
+        bias = 0.5 * float(np.sum((A_ml - fam.A_star) ** 2))
+        predicted = predicted_excess_risk(dd, kk, int(n_list[-1]), s_noise)
+        if not margin > 0 and bias > 0.1 * predicted:
+            tally.undecided.append(
+                f"{_desc(fam, i)}: slope {fit.slope:.2f}, but LoRA-ML's base is off A* by "
+                f"{bias:.1e} (half squared error) against a predicted risk of {predicted:.1e}"
+            )
+        else:
+            tally.claim(margin, f"{_desc(fam, i)}: slope {fit.slope:.2f}")
         A_sr = sr_closed_form(fam.population())
-        n_max = int(ns[-1])
+        n_max = int(n_list[-1])
         floor = sr_floor(fam.targets(), test, kk)
-        sr_k = finetune_excess_risk(A_sr, test, kk, n_max, noise_std, rng, reps=reps).mean()
+        sr_k = finetune_excess_risk(A_sr, test, kk, n_max, s_noise, rng, reps=reps).mean()
         sr_floor_ratio.append(sr_k / floor)
         K = min(kk * (TT + 1), dd)
-        sr_K = finetune_excess_risk(A_sr, test, K, n_max, noise_std, rng, reps=reps).mean()
+        sr_K = finetune_excess_risk(A_sr, test, K, n_max, s_noise, rng, reps=reps).mean()
         sr_var_ratio.append(sr_K / risks[-1])
         sr_var_pred.append(
             predicted_excess_risk(dd, K, n_max, 1.0) / predicted_excess_risk(dd, kk, n_max, 1.0)
@@ -1081,7 +1235,7 @@ def check_rate(
         "ratio_to_finite_n_prediction_by_n": finite_ratio,
         "predicted_slope": pred_slope,
         "predicted_ratio_to_asymptotic_constant": pred_ratio,
-        "setting": {"ns": ns, "reps": reps, "noise_std": noise_std},
+        "setting": {"ns": ns, "reps": reps, "noise_std": noise_std},  # None: per instance
         "sr_rank_k_risk_over_floor_at_max_n": sr_floor_ratio,
         "sr_rank_kT1_risk_over_lora_ml_rank_k_risk_at_max_n": sr_var_ratio,
         "predicted_variance_ratio_kT1_over_k": sr_var_pred,
@@ -1121,9 +1275,8 @@ def check_retraining(
 
     Parameters
     ----------
-    rng : numpy.random.Generator
-        Source of every random draw.
-
+    rng : int, numpy.random.Generator or None
+        Seed, or the source of every random draw.
     reps : int
         Families per (T, N).
     d, k : int
@@ -1219,9 +1372,8 @@ def check_convex(
 
     Parameters
     ----------
-    rng : numpy.random.Generator
-        Source of every random draw.
-
+    rng : int, numpy.random.Generator or None
+        Seed, or the source of every random draw.
     reps : int
         Population families per grid cell.
     grid : sequence of (d, T, k), optional
@@ -1322,9 +1474,8 @@ def check_beyond(rng: RNGLike, *, reps: int = 3) -> CheckResult:
 
     Parameters
     ----------
-    rng : numpy.random.Generator
-        Source of every random draw.
-
+    rng : int, numpy.random.Generator or None
+        Seed, or the source of every random draw.
     reps : int
         Families per setting.
 

@@ -12,11 +12,18 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from loraml.theory.io import Instance, InstanceError, load_instance, write_npz
+from loraml.cli import positive_int, seed
+from loraml.theory.io import (
+    Instance,
+    InstanceError,
+    OutputPathError,
+    check_output_path,
+    load_instance,
+    write_npz,
+)
 from loraml.theory.metrics import adapter_errors, base_error
 from loraml.theory.objectives import lora_ml_loss
 from loraml.theory.retraining import lora_ml_paper_gd, solve_lora_ml, sr_closed_form, sr_released
@@ -119,11 +126,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run SR or LoRA-ML retraining on a population instance (A_star, U_star) "
         "or a data instance (X, Y, k) stored as .npz; write A_hat (and U_hat) to OUT.",
     )
-    p.add_argument("--instance", required=True, type=Path, help="input .npz file")
+    p.add_argument("--instance", required=True, help="input .npz file")
     p.add_argument("--method", required=True, help=f"one of: {', '.join(METHODS)}")
-    p.add_argument("--out", required=True, type=Path, help="output .npz (A_hat, U_hat)")
-    p.add_argument("--rank", type=int, default=None, help="adapter rank k (overrides the file)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    p.add_argument("--out", required=True, help="output .npz (A_hat, U_hat)")
+    p.add_argument(
+        "--rank", type=positive_int, default=None, help="adapter rank k (overrides the file)"
+    )
+    p.add_argument("--seed", type=seed, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -134,8 +143,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.method not in METHODS:
         raise UsageError(f"--method {args.method!r} is unknown; choose one of {', '.join(METHODS)}")
-    if not args.out.parent.is_dir():
-        raise UsageError(f"--out: folder '{args.out.parent}' does not exist")
+    try:  # before any work: never write onto the input, a folder or a device
+        check_output_path(args.out, inputs=[args.instance])
+    except OutputPathError as err:
+        raise UsageError(str(err)) from None
     try:
         inst = load_instance(args.instance, rank=args.rank)
         sol = METHODS[args.method](inst, inst.k, np.random.default_rng(args.seed))
@@ -145,7 +156,10 @@ def run(args: argparse.Namespace) -> int:
     arrays = {"A_hat": sol.A_hat}
     if sol.U_hat is not None:
         arrays["U_hat"] = sol.U_hat
-    write_npz(args.out, **arrays)
+    try:
+        write_npz(args.out, **arrays)
+    except OutputPathError as err:
+        raise UsageError(f"--out: {err}") from None
 
     report: dict = {
         "method": args.method,

@@ -5,15 +5,30 @@ margin in decades, seconds) followed by the measured numbers, or one JSON object
 keyed ``theorem1``, ``corollary1``, ``theorem2``, ``theorem3``, ``theorem4``, ``rate``,
 ``convex``, ``spurious``, ``retraining``, ``beyond`` (``instance`` with ``--instance``).
 
-Exit code: 0 when every statement the paper claims held (measurements and statements that do not
-apply to an instance do not count), 1 when one failed, 2 for bad input.
+Each statement the paper claims ends with a verdict
+(:meth:`loraml.theory.checks.CheckResult.verdict`): *held*, *FAILED*, *undecided* (a claim
+missed its threshold only within a decade of the instance's numerical floor, e.g. tasks whose
+scales differ by 1e6) or *not applicable* (the statement's assumptions exclude the instance, with
+the reason). The closing line counts only what was decided, and says so when nothing was.
+
+Exit code: 0 when no claimed statement failed (measurements, undecided and not-applicable
+statements do not count), 1 when one failed, 2 for bad input. Progress goes to stderr; stdout
+holds only the results.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from loraml.cli import seed
+
+if TYPE_CHECKING:
+    from loraml.theory.checks import CheckResult
+    from loraml.theory.io import Instance
 
 #: Check key -> (function name in loraml.theory.checks, quick keyword arguments, full keyword
 #: arguments).
@@ -50,24 +65,60 @@ def register(sub: argparse._SubParsersAction) -> None:
         "instances, and measure the landscape, finite-sample retraining, the convex relaxations "
         "and what happens beyond the assumptions. Exit code 0 when every claim of the paper held.",
     )
-    p.add_argument("--quick", action="store_true", help="few instances (6-21 s on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="few instances per statement")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--instances", type=int, default=None, help="instances per statement (overrides profile)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
-    p.add_argument(
-        "--instance", type=Path, default=None, help="run the applicable checks on this .npz"
-    )
+    p.add_argument("--seed", type=seed, default=0, help="seed of every random draw (default 0)")
+    p.add_argument("--instance", default=None, help="run the applicable checks on this .npz")
     p.add_argument("--rank", type=int, default=None, help="adapter rank k for --instance")
     p.add_argument("--only", default=None, help=f"comma-separated subset of: {', '.join(PROFILES)}")
     p.add_argument(
         "--save-dir",
-        type=Path,
         default=None,
         help="folder where spurious minima found are written as .npz (reproducible instances)",
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    """A progress bar over statements on stderr (tqdm when installed, else one line each)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm comes with the figures extra; plain lines without it
+
+        class _Lines:
+            def __init__(self) -> None:
+                self.n = 0
+
+            def set_description_str(self, text: str) -> None:
+                if enabled:
+                    print(f"loraml verify: [{self.n + 1}/{total}] {text}", file=sys.stderr)
+
+            def update(self, n: int = 1) -> None:
+                self.n += n
+
+            def close(self) -> None:
+                pass
+
+        return _Lines()
+    return tqdm(total=total, disable=not enabled, unit="statement", desc="verify", file=sys.stderr)
+
+
+def _run_steps(steps: list[tuple[str, Callable[[], CheckResult]]], progress: bool) -> list:
+    """Run ``(key, thunk)`` steps in order with a progress bar; return their results."""
+    bar = _progress(len(steps), progress)
+    results = []
+    try:
+        for key, step in steps:
+            bar.set_description_str(key)
+            results.append(step())
+            bar.update(1)
+    finally:
+        bar.close()
+    return results
 
 
 def _selected(only: str | None) -> list[str]:
@@ -84,14 +135,16 @@ def _selected(only: str | None) -> list[str]:
     return keys
 
 
-def run_random(keys: list[str], seed: int, quick: bool, instances: int | None) -> list:
+def run_random(
+    keys: list[str], seed: int, quick: bool, instances: int | None, progress: bool = False
+) -> list:
     """Run the selected checks on random instances; each check has its own seeded generator."""
     import numpy as np
 
     from loraml.theory import checks
 
     seeds = np.random.SeedSequence(seed).spawn(len(PROFILES))
-    results = []
+    steps = []
     for key, ss in zip(PROFILES, seeds, strict=True):
         if key not in keys:
             continue
@@ -99,12 +152,37 @@ def run_random(keys: list[str], seed: int, quick: bool, instances: int | None) -
         kwargs = dict(quick_kw if quick else full_kw)
         if instances is not None:
             kwargs[COUNT_ARG.get(key, "instances")] = instances
-        results.append(getattr(checks, name)(np.random.default_rng(ss), **kwargs))
-    return results
+        steps.append((key, lambda n=name, ss=ss, kw=kwargs: getattr(checks, n)(
+            np.random.default_rng(ss), **kw)))  # fmt: skip
+    return _run_steps(steps, progress)
 
 
-def run_instance(inst, seed: int, quick: bool) -> tuple[list, list[str]]:
-    """Run the checks that apply to a user's instance; return results and notes on the others."""
+#: The claimed statements a population instance can be checked against, with one line each.
+CLAIMS = {
+    "theorem1": "Theorem 1: A_SR = A* + mean U_t*U_t*^T, rank(A_SR - A*) = kT",
+    "corollary1": "Corollary 1: SR + rank-r fine-tuning leaves a floor for r < k(T+1)",
+    "theorem2": "Theorem 2: zero-loss minimisers have rank(A_hat - A*) <= 2k",
+    "theorem3": "Theorem 3: T>=3, generic: zero-loss minimisers have A_hat = A*",
+    "theorem4": "Theorem 4: T=2 strict saddles; PGD reaches zero loss",
+    "rate": "Adaptation rate: rank-k fine-tuning from LoRA-ML has excess risk ~ 1/n",
+}
+
+
+def not_applicable(key: str, reason: str) -> CheckResult:
+    """A claimed statement that does not apply to an instance (verdict ``"not applicable"``)."""
+    from loraml.theory.checks import CheckResult
+
+    return CheckResult(key, f"{CLAIMS[key]} -- not applicable: {reason}", 0, None, None, 0.0, True)
+
+
+def run_instance(
+    inst: Instance, seed: int, quick: bool, progress: bool = False
+) -> tuple[list, list[str]]:
+    """Run the checks that apply to a user's instance; return results and notes.
+
+    Every claimed statement appears in the results: checked (with scale-free thresholds, see
+    :mod:`loraml.theory.checks`) or marked not applicable with the reason.
+    """
     import numpy as np
 
     from loraml.theory import checks
@@ -112,43 +190,106 @@ def run_instance(inst, seed: int, quick: bool) -> tuple[list, list[str]]:
 
     rng = np.random.default_rng(seed)
     starts = 3 if quick else 10
-    results, notes = [], []
+    steps: list[tuple[str, Callable[[], CheckResult]]] = []
+    skipped: list = []
+    notes: list[str] = []
     k = inst.k
     if inst.kind == "population" and inst.V_star is None:
         A, U = inst.A_star, inst.U_star
-        T = U.shape[0]
+        T, d, kU = U.shape
         full = TaskFamily(A, U, U[:0])
-        generic = full.genericity(include_test=False).holds
+        generic = kU * T <= d and full.genericity(include_test=False).holds
+        why_not_generic = (
+            f"genericity (Remark 1) needs kT <= d, here k={kU}, T={T}, d={d}"
+            if kU * T > d
+            else "genericity (Remark 1) fails: the stacked factors are linearly dependent"
+        )
         loo = TaskFamily(A, U[:-1], U[-1:]) if T >= 2 else None
-        if not generic:
-            notes.append("theorem1, corollary1, theorem3: genericity (Remark 1) fails: skipped")
+        loo_generic = loo is not None and kU * T <= d and loo.genericity().holds
+        if generic:
+            steps.append(
+                ("theorem1", lambda: checks.check_theorem1(rng, families=[full], rank_rtol=None))
+            )
         else:
-            results.append(checks.check_theorem1(rng, families=[full]))
-            if loo is not None:
-                results.append(checks.check_corollary1(rng, families=[loo], reps_for_T=0))
-                notes.append(
-                    "corollary1 (and rate when T >= 4): task T plays the unseen task, "
-                    "tasks 1..T-1 retrain"
+            skipped.append(not_applicable("theorem1", why_not_generic))
+        if loo_generic:
+            steps.append(
+                (
+                    "corollary1",
+                    lambda: checks.check_corollary1(
+                        rng, families=[loo], reps_for_T=0, zero_rtol=None
+                    ),
                 )
-        results.append(checks.check_theorem2(rng, families=[full], starts=starts))
+            )
+            notes.append(
+                "corollary1 (and rate): task T plays the unseen task, tasks 1..T-1 retrain"
+            )
+        else:
+            reason = "needs T >= 2 (one task plays the unseen task)" if T < 2 else why_not_generic
+            skipped.append(not_applicable("corollary1", reason))
+        if 2 * kU >= d:
+            skipped.append(
+                not_applicable(
+                    "theorem2", f"2k >= d ({2 * kU} >= {d}): every matrix has rank <= 2k"
+                )
+            )
+        else:
+            steps.append(
+                ("theorem2", lambda: checks.check_theorem2(rng, families=[full], starts=starts))
+            )
         if T >= 3 and generic:
-            results.append(checks.check_theorem3(rng, families=[full], starts=starts))
+            steps.append(
+                ("theorem3", lambda: checks.check_theorem3(rng, families=[full], starts=starts))
+            )
+        else:
+            reason = f"needs T >= 3 tasks, here T={T}" if T < 3 else why_not_generic
+            skipped.append(not_applicable("theorem3", reason))
         if T == 2:
-            results.append(checks.check_theorem4(rng, families=[full], starts=starts))
-        # The rate needs LoRA-ML = A* (Theorem 3).
-        if loo is not None and T - 1 >= 3 and loo.genericity().holds:
-            results.append(checks.check_rate(rng, families=[loo], reps=10 if quick else 50))
-        results.append(checks.check_convex(rng, families=[full]))
+            steps.append(
+                ("theorem4", lambda: checks.check_theorem4(rng, families=[full], starts=starts))
+            )
+        else:
+            skipped.append(not_applicable("theorem4", f"a statement about T = 2, here T={T}"))
+        if T - 1 >= 3 and loo_generic:  # the rate needs LoRA-ML = A* (Theorem 3)
+            reps = 10 if quick else 50
+            steps.append(
+                (
+                    "rate",
+                    lambda: checks.check_rate(
+                        rng, families=[loo], reps=reps, ns=None, noise_std=None
+                    ),
+                )
+            )
+        else:
+            reason = (
+                f"needs T - 1 >= 3 retraining tasks besides the unseen one, here T={T}"
+                if T - 1 < 3
+                else why_not_generic
+            )
+            skipped.append(not_applicable("rate", reason))
+        steps.append(("convex", lambda: checks.check_convex(rng, families=[full])))
     else:
         why = "data instance" if inst.kind == "data" else "U V^T perturbations (not PSD)"
         notes.append(f"theorems 1-4, corollary 1, rate: population PSD statements; {why}: skipped")
+        for key in CLAIMS:
+            skipped.append(not_applicable(key, f"a population PSD statement; this is a {why}"))
     if k is None:
         notes.append("instance: no adapter rank (store 'k' or pass --rank): skipped")
     else:
-        results.append(
-            checks.check_instance_recovery(inst.q, k, rng, A_star=inst.A_star, starts=starts)
+        steps.append(
+            (
+                "instance",
+                lambda: checks.check_instance_recovery(
+                    inst.q, k, rng, A_star=inst.A_star, starts=starts
+                ),
+            )
         )
-    return results, notes
+    results = _run_steps(steps, progress)
+    for r in results:  # a claimed statement with nothing to check: say why it is undecided
+        if r.claimed and r.held is None and not r.undecided and r.instances:
+            r.undecided.append("no point to check was found (e.g. no zero-loss point reached)")
+    order = {key: i for i, key in enumerate([*CLAIMS, "convex", "instance"])}
+    return sorted(results + skipped, key=lambda r: order.get(r.key, len(order))), notes
 
 
 def _fmt(x) -> str:
@@ -165,7 +306,9 @@ def _summary(res) -> list[str]:
     """A few lines with the numbers of a check (measurements mainly)."""
     n = res.numbers
     key = res.key
-    lines = []
+    lines: list[str] = []
+    if res.verdict() == "not applicable" or not n:
+        return lines
     if key == "corollary1" and n.get("floor_rank_k_by_T"):
         vals = ", ".join(f"T={T}: {v['mean']:.3f}" for T, v in n["floor_rank_k_by_T"].items())
         lines.append(f"SR rank-k floor / ||U_test U_test^T||^2/2 by T ({vals})")
@@ -272,15 +415,32 @@ def _one_blas_thread():
 
 
 def _run(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
     from loraml.cli import UsageError
-    from loraml.theory.io import InstanceError, load_instance, write_npz
+    from loraml.theory.io import (
+        InstanceError,
+        OutputPathError,
+        check_output_path,
+        load_instance,
+        write_npz,
+    )
 
     if args.instances is not None and args.instances < 1:
         raise UsageError(f"--instances must be >= 1, got {args.instances}")
-    if args.save_dir is not None and not args.save_dir.is_dir():
-        raise UsageError(f"--save-dir: folder '{args.save_dir}' does not exist")
+    if args.save_dir is not None:
+        if args.save_dir != "" and not os.path.isdir(args.save_dir):
+            raise UsageError(f"--save-dir: folder '{args.save_dir}' does not exist")
+        try:
+            check_output_path(args.save_dir, folder=True, what="--save-dir")
+        except OutputPathError as err:
+            raise UsageError(str(err)) from None
     if args.rank is not None and args.instance is None:
         raise UsageError("--rank applies only with --instance")
+    if args.rank is not None and args.rank < 1:
+        raise UsageError(f"--rank must be >= 1, got {args.rank}")
+    progress = not args.no_progress
     notes: list[str] = []
     if args.instance is not None:
         if args.only is not None:
@@ -289,46 +449,78 @@ def _run(args: argparse.Namespace) -> int:
             inst = load_instance(args.instance, rank=args.rank)
         except InstanceError as err:
             raise UsageError(f"--instance: {err}") from None
-        results, notes = run_instance(inst, args.seed, args.quick)
+        results, notes = run_instance(inst, args.seed, args.quick, progress)
     else:
-        results = run_random(_selected(args.only), args.seed, args.quick, args.instances)
+        results = run_random(_selected(args.only), args.seed, args.quick, args.instances, progress)
 
     if args.save_dir is not None:
+        inputs = [args.instance] if args.instance is not None else []
         for res in results:
             for name, arrays in res.artifacts.items():
-                write_npz(args.save_dir / f"{res.key}_{name}_seed{args.seed}.npz", **arrays)
+                target = Path(args.save_dir) / f"{res.key}_{name}_seed{args.seed}.npz"
+                try:
+                    check_output_path(target, inputs=inputs, what="--save-dir")
+                    write_npz(target, **arrays)
+                except OutputPathError as err:
+                    raise UsageError(str(err)) from None
 
-    claimed = [r for r in results if r.claimed and r.held is not None]
-    ok = all(r.held for r in claimed)
+    claimed = [r for r in results if r.claimed]
+    verdicts = {r.key: r.verdict() for r in claimed}
+    failed = [key for key, v in verdicts.items() if v == "FAILED"]
+    held = [key for key, v in verdicts.items() if v == "held"]
+    undecided = [key for key, v in verdicts.items() if v == "undecided"]
+    na = [key for key, v in verdicts.items() if v == "not applicable"]
+    ok = not failed
     if args.json:
         report = {r.key: r.to_json() for r in results}
-        report["all_claims_held"] = ok
+        report["all_claims_held"] = bool(held) and ok
         report["seed"] = args.seed
         report["quick"] = bool(args.quick)
+        if undecided or na:
+            report["undecided"] = undecided
+            report["not_applicable"] = na
         if notes:
             report["notes"] = notes
         print(json.dumps(report, allow_nan=False))
     else:
-        header = f"{'statement':<12}{'instances':>10}{'held':>6}{'margin':>9}{'seconds':>9}  claim"
+        header = f"{'statement':<12}{'instances':>10}{'held':>7}{'margin':>9}{'seconds':>9}  claim"
         print(header)
         print("-" * len(header))
+        short = {"held": "yes", "FAILED": "NO", "undecided": "undec", "not applicable": "n/a"}
         for r in results:
-            held = _fmt(r.held) if r.claimed or r.held is None else f"({_fmt(r.held)})"
+            v = r.verdict()
+            shown = short[v] if v in short else ("-" if r.held is None else f"({_fmt(r.held)})")
             margin = "-" if r.worst_margin is None else f"{r.worst_margin:.2f}"
             print(
-                f"{r.key:<12}{r.instances:>10}{held:>6}{margin:>9}{r.seconds:>9.2f}  {r.statement}"
+                f"{r.key:<12}{r.instances:>10}{shown:>7}{margin:>9}{r.seconds:>9.2f}  {r.statement}"
             )
         print(
             "\nmargin: decades by which the worst instance clears the claim's threshold; "
-            "(held) of a measurement: its solver sanity check"
+            "(held) of a measurement: its solver sanity check\nundec: a claim missed its "
+            "threshold only within a decade of the instance's numerical floor; n/a: the "
+            "statement does not apply to the instance"
         )
         for r in results:
             for line in _summary(r):
                 print(line)
             for failure in r.failures[:5]:
                 print(f"  {r.key}: FAILED {failure}")
+            for line in r.undecided[:5]:
+                print(f"  {r.key}: undecided: {line}")
         for note in notes:
             print(f"  note: {note}")
-        verdict = "every claim of the paper held" if ok else "a claim of the paper FAILED"
+        tail = "".join(
+            f", {len(x)} {what} ({', '.join(x)})"
+            for x, what in ((undecided, "undecided"), (na, "not applicable"))
+            if x
+        )
+        if failed:
+            verdict = f"a claim of the paper FAILED: {', '.join(failed)}"
+        elif held and not tail:
+            verdict = "every claim of the paper held"
+        elif held:
+            verdict = f"every decided claim of the paper held: {len(held)} held{tail}"
+        else:
+            verdict = f"no claim of the paper could be decided{tail}"
         print(f"\n{verdict} (seed {args.seed}{', quick' if args.quick else ''})")
     return 0 if ok else 1
