@@ -467,7 +467,7 @@ def check_theorem1(
         A_sr = sr_closed_form(fam.population())
         expected = fam.A_star + _perturbations(fam.U_star).mean(0)
         err = np.linalg.norm(A_sr - expected) / max(np.linalg.norm(A_sr), _TINY)
-        floor = (err, _rounding(fam, np.linalg.norm(A_sr)))
+        floor = (err, _rounding(fam, float(np.linalg.norm(A_sr))))
         tally.claim(below(err, 1e-10), f"{_desc(fam, i)}: SR formula error {err:.2e}", floor)
         pairs = [(A_sr - fam.A_star, fam.k * fam.T, "A_SR - A*")]
         if fam.U_test.shape[0] > 0:
@@ -578,8 +578,8 @@ def check_corollary1(
         for _ in range(reps):
             fam = draw_generic_family(rng, d_for_T, T, k_for_T)
             P_test = _perturbations(fam.U_test)[0]
-            floor = sr_floor(fam.targets(), fam.test_targets()[0], k_for_T)
-            vals.append(floor / (0.5 * float(np.sum(P_test**2))))
+            floor_value = sr_floor(fam.targets(), fam.test_targets()[0], k_for_T)
+            vals.append(floor_value / (0.5 * float(np.sum(P_test**2))))
         by_T[T] = {"mean": float(np.mean(vals)), "min": min(vals), "max": max(vals)}
     numbers = {
         "floor_rank_k_by_T": by_T,
@@ -662,7 +662,7 @@ def check_theorem2(
         tally.instances += 1
         q, k, d = fam.population(), fam.k, fam.d
         f0 = lora_ml_loss(q, np.zeros((d, d)), np.zeros_like(fam.U_star))
-        scale = max(np.linalg.norm(fam.A_star, 2), _TINY)
+        scale = max(float(np.linalg.norm(fam.A_star, 2)), _TINY)
         desc = _desc(fam, i)
         solver_floor = _SQRT_U * _largest_target(fam)  # a minimiser's accuracy (absolute)
         for p in search_stationary_points(q, k, rng, starts=starts, global_value=0.0):
@@ -791,7 +791,7 @@ def check_theorem3(
         desc = _desc(fam, i)
         P_norm = np.linalg.norm(_perturbations(fam.U_star), axis=(1, 2))
         solver_floor = _SQRT_U * _largest_target(fam)  # a minimiser's accuracy (absolute)
-        A_norm = max(np.linalg.norm(fam.A_star), _TINY)
+        A_norm = max(float(np.linalg.norm(fam.A_star)), _TINY)
         for p in search_stationary_points(q, k, rng, starts=starts, global_value=0.0):
             kinds[p.kind] = kinds.get(p.kind, 0) + 1
             if p.kind != "global":

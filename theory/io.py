@@ -514,7 +514,7 @@ def clean_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     ...     clean_stale_temporaries(tmp)
     []
     """
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
@@ -530,7 +530,7 @@ def clean_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> None:
     """Write a file with ``write(fh)``: a complete file appears at ``path``, or nothing changes.
 
     A regular file (or a new one) is written to a hidden temporary beside it and renamed over it
@@ -631,4 +631,4 @@ def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
     >>> sorted(np.load(path).files)
     ['A_hat']
     """
-    atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]  # numpy stub

@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from loraml.cli import seed
 
@@ -107,7 +107,7 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, disable=not enabled, unit="statement", desc="verify", file=sys.stderr)
 
 
-def _run_steps(steps: list[tuple[str, Callable[[], CheckResult]]], progress: bool) -> list:
+def _run_steps(steps: Sequence[tuple[str, Callable[..., CheckResult]]], progress: bool) -> list:
     """Run ``(key, thunk)`` steps in order with a progress bar; return their results."""
     bar = _progress(len(steps), progress)
     results = []
@@ -196,6 +196,7 @@ def run_instance(
     k = inst.k
     if inst.kind == "population" and inst.V_star is None:
         A, U = inst.A_star, inst.U_star
+        assert A is not None and U is not None  # a population instance holds both
         T, d, kU = U.shape
         full = TaskFamily(A, U, U[:0])
         generic = kU * T <= d and full.genericity(include_test=False).holds
@@ -217,7 +218,7 @@ def run_instance(
                 (
                     "corollary1",
                     lambda: checks.check_corollary1(
-                        rng, families=[loo], reps_for_T=0, zero_rtol=None
+                        rng, families=[cast(TaskFamily, loo)], reps_for_T=0, zero_rtol=None
                     ),
                 )
             )
@@ -256,7 +257,7 @@ def run_instance(
                 (
                     "rate",
                     lambda: checks.check_rate(
-                        rng, families=[loo], reps=reps, ns=None, noise_std=None
+                        rng, families=[cast(TaskFamily, loo)], reps=reps, ns=None, noise_std=None
                     ),
                 )
             )
