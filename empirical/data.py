@@ -134,8 +134,9 @@ def encode_pair_texts(example: Example, sep: str) -> list[tuple[str, str]]:
     example : Example
         The example.
     sep : str
-        Separator between context turns, the tokenizer's (``" </s> "`` for RoBERTa,
-        ``" [SEP] "`` for BERT). The paper's released scripts joined turns with nothing.
+        Separator between context turns, the tokenizer's own token without spaces
+        (``"</s>"`` for RoBERTa, ``"[SEP]"`` for BERT: :func:`loraml.empirical.model.separator`).
+        The paper's released scripts joined turns with nothing.
 
     Returns
     -------
