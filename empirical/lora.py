@@ -116,8 +116,8 @@ class MultiTaskLoRALinear(nn.Module):
             mask = keep_mask(rows.shape, 1 - p, rows.device)
         a = self.lora_A[task_ids]  # (n, r, in)
         b = self.lora_B[task_ids]  # (n, out, r)
-        delta = lora_delta(rows, mask, a, b, self.scaling, 1 - p)
-        return (y.reshape(delta.shape) + delta.to(y.dtype)).reshape(y.shape)
+        base = y.reshape(n, -1, y.shape[-1])
+        return lora_delta(rows, mask, a, b, self.scaling, 1 - p, base=base).reshape(y.shape)
 
 
 def keep_mask(
@@ -185,8 +185,9 @@ def lora_delta(
     b: torch.Tensor,
     scaling: float,
     keep: float,
+    base: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``scaling * B_j A_j (mask * rows / keep)`` per group j, memory-lean in the backward pass.
+    """``base + scaling * B_j A_j (mask * rows / keep)`` per group j, lean in the backward pass.
 
     Parameters
     ----------
@@ -200,23 +201,34 @@ def lora_delta(
         alpha / r.
     keep : float
         1 - dropout probability.
+    base : torch.Tensor, optional
+        (n, M, out): the base layer's output, added in the same batched product (``baddbmm``)
+        rather than by a separate output-sized sum; zero if None.
 
     Returns
     -------
     torch.Tensor
-        (n, M, out), in ``rows``' dtype.
+        (n, M, out), in ``base``'s dtype (``rows``' without ``base``).
 
     Notes
     -----
     Plain autograd would save the dropped-out input as a new float tensor for every wrapped
     layer; this saves only the mask, packed 8 entries to a byte (numpy's ``packbits`` on the
     CPU; on other devices where ``in`` is a multiple of 8), and recomputes the dropped-out input
-    in the backward pass (the input is saved by the base layer anyway). The mask multiplies as
-    a float tensor of the input's dtype: a bool operand sends torch's elementwise product down
-    its slow type-converting path. The result equals
-    ``torch.bmm(torch.bmm(dropout(rows), a^T), b^T) * scaling`` with that mask.
+    in the backward pass (the input is saved by the base layer anyway). On the CPU the packed
+    mask becomes the 0/1 float multiplier through a 256 x 8 lookup table (one pass; a bool
+    operand would send torch's product down its slow type-converting path). The factors
+    ``scaling / keep`` are applied to the (n, M, r) product, never to an input- or output-sized
+    tensor. The result equals ``base + torch.bmm(torch.bmm(dropout(rows), a^T), b^T) *
+    scaling`` with that mask.
     """
-    return _LoRADelta.apply(rows, mask, a, b, float(scaling), float(keep))
+    return _LoRADelta.apply(base, rows, mask, a, b, float(scaling), float(keep))
+
+
+#: Byte -> its 8 bits as float32 0/1, least significant first (numpy ``bitorder="little"``).
+_BYTE_BITS = np.unpackbits(
+    np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little"
+).astype(np.float32)
 
 
 def _pack(mask: torch.Tensor) -> tuple[torch.Tensor, str]:
@@ -232,47 +244,53 @@ def _pack(mask: torch.Tensor) -> tuple[torch.Tensor, str]:
 def _float_mask(
     saved: torch.Tensor, how: str, shape: torch.Size, dtype: torch.dtype
 ) -> torch.Tensor:
-    """The saved mask as 0/1 of ``dtype`` and ``shape``."""
+    """The saved mask as 0/1 of ``dtype`` and ``shape`` (a new tensor)."""
     if how == "numpy":
-        bits = np.unpackbits(saved.numpy(), count=math.prod(shape), bitorder="little")
-        return torch.from_numpy(bits).view(shape).to(dtype)
+        n = math.prod(shape)
+        bits = torch.from_numpy(np.take(_BYTE_BITS, saved.numpy(), axis=0))
+        return bits.view(-1)[:n].view(shape).to(dtype)
     mask = unpack_mask(saved) if how == "torch" else saved
     return mask.to(dtype)
 
 
 class _LoRADelta(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, rows, mask, a, b, scaling, keep):  # type: ignore[override]
+    def forward(ctx, base, rows, mask, a, b, scaling, keep):  # type: ignore[override]
         with torch.autocast(rows.device.type, enabled=False):
             a, b = a.to(rows.dtype), b.to(rows.dtype)
-            # 1/keep is applied to the small (n, M, r) product, not the (n, M, in) input
             if mask is None:
                 saved, ctx.how, dropped = None, "", rows
             else:
                 saved, ctx.how = _pack(mask)
-                dropped = mask.to(rows.dtype).mul_(rows)  # one input-sized temporary
-            h = torch.bmm(dropped, a.transpose(1, 2)) * (1.0 / keep)  # (n, M, r)
+                dropped = _float_mask(saved, ctx.how, rows.shape, rows.dtype).mul_(rows)
+            h = torch.bmm(dropped, a.transpose(1, 2)).mul_(scaling / keep)  # (n, M, r)
             del dropped
             ctx.save_for_backward(rows, saved, a, b, h)
-            ctx.scaling, ctx.keep = scaling, keep
-            return torch.bmm(h, b.transpose(1, 2)) * scaling
+            ctx.scale, ctx.base_dtype = scaling / keep, None
+            if base is None:
+                return torch.bmm(h, b.transpose(1, 2))
+            ctx.base_dtype = base.dtype
+            if base.dtype == rows.dtype:
+                return torch.baddbmm(base, h, b.transpose(1, 2))
+            return base + torch.bmm(h, b.transpose(1, 2)).to(base.dtype)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         rows, saved, a, b, h = ctx.saved_tensors
-        mask = None if saved is None else _float_mask(saved, ctx.how, rows.shape, rows.dtype)
+        grad_base = grad if ctx.base_dtype is not None else None
         grad = grad.to(rows.dtype)
-        grad_b = torch.bmm(grad.transpose(1, 2), h) * ctx.scaling  # (n, out, r)
-        grad_h = torch.bmm(grad, b) * (ctx.scaling / ctx.keep)  # (n, M, r), with 1/keep
+        grad_b = torch.bmm(grad.transpose(1, 2), h)  # (n, out, r); h carries scaling / keep
+        grad_h = torch.bmm(grad, b).mul_(ctx.scale)  # (n, M, r)
+        mask = None if saved is None else _float_mask(saved, ctx.how, rows.shape, rows.dtype)
         dropped = rows if mask is None else rows * mask
         grad_a = torch.bmm(grad_h.transpose(1, 2), dropped)  # (n, r, in)
-        del dropped  # an input-sized temporary: free it before the next one
         grad_rows = None
-        if ctx.needs_input_grad[0]:
-            grad_rows = torch.bmm(grad_h, a)
-            if mask is not None:
-                grad_rows.mul_(mask)  # in place: no second input-sized temporary
-        return grad_rows, None, grad_a, grad_b, None, None
+        if ctx.needs_input_grad[1]:
+            if mask is None:
+                grad_rows = torch.bmm(grad_h, a)
+            else:  # reuse the dropped input's buffer: no second input-sized temporary
+                grad_rows = torch.bmm(grad_h, a, out=dropped).mul_(mask)
+        return grad_base, grad_rows, None, grad_a, grad_b, None, None
 
 
 _BITS = (1, 2, 4, 8, 16, 32, 64, 128)

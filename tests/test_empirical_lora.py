@@ -206,7 +206,7 @@ def test_task_heads_match_per_row_formula():
     torch.testing.assert_close(heads(x), heads(x, torch.zeros(6, dtype=torch.long)))
 
 
-@pytest.mark.parametrize("n_in", [6, 16])  # the mask saved as bytes (6) and packed bits (16)
+@pytest.mark.parametrize("n_in", [6, 16])  # rows of 6 and 16 entries: packed across rows
 def test_lora_delta_gradients_match_plain_autograd_with_the_same_mask(n_in):
     from loraml.empirical.lora import lora_delta
 
@@ -216,6 +216,7 @@ def test_lora_delta_gradients_match_plain_autograd_with_the_same_mask(n_in):
     a = torch.randn(3, 2, n_in, generator=g, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, 4, 2, generator=g, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
+    base = torch.randn(3, 5, 4, generator=g, dtype=torch.float64, requires_grad=True)
     for m in (mask, None):
         keep = 0.7 if m is not None else 1.0
         got = lora_delta(rows, m, a, b, 2.5, keep)
@@ -224,6 +225,15 @@ def test_lora_delta_gradients_match_plain_autograd_with_the_same_mask(n_in):
         torch.testing.assert_close(got, ref)
         grads = torch.autograd.grad((got * weight).sum(), (rows, a, b))
         refs = torch.autograd.grad((ref * weight).sum(), (rows, a, b))
+        for x, y in zip(grads, refs, strict=True):
+            torch.testing.assert_close(x, y)
+        # with the base layer's output added in the same product
+        got = lora_delta(rows, m, a, b, 2.5, keep, base=base)
+        dropped = rows if m is None else rows * m / keep
+        ref = torch.bmm(torch.bmm(dropped, a.transpose(1, 2)), b.transpose(1, 2)) * 2.5
+        torch.testing.assert_close(got, base + ref)
+        grads = torch.autograd.grad((got * weight).sum(), (rows, a, b, base))
+        refs = torch.autograd.grad(((base + ref) * weight).sum(), (rows, a, b, base))
         for x, y in zip(grads, refs, strict=True):
             torch.testing.assert_close(x, y)
 
