@@ -14,18 +14,22 @@ holds the T retraining tasks and the unseen test tasks. :func:`load_tasks` build
 Candidates. Where the source has none (``*_no_cands`` files, chitchat, tiny), each example gets
 K - 1 distractors drawn, with a seeded :class:`numpy.random.Generator`, from the replies of *other*
 dialogues of the same source (never the true reply, nor a string-identical copy, nor a duplicate),
-as ConvAI2's own candidates were built. The true reply is put at a uniformly random position,
-drawn from the same generator, also where a file supplies the candidates (ConvAI2 files list the
-true reply last): a scorer that breaks ties by position then gains nothing. The generator for a
-dialogue is seeded by ``(seed, dialogue index in the source)``, so a dialogue's candidates do not
-depend on which tasks are selected.
+as ConvAI2's own candidates were built. No held-out text reaches training: the distractors of a
+training (retraining or fine-tuning) example come only from dialogues that no chosen task holds
+out, and never equal any turn of a held-out dialogue (of any chosen task, in either file of a
+two-file split); held-out examples draw from all other dialogues. The true reply is put at a
+uniformly random position, drawn from the same generator, also where a file supplies the
+candidates (ConvAI2 files list the true reply last): a scorer that breaks ties by position then
+gains nothing. The generator for a dialogue is seeded by ``(seed, dialogue index in the
+source)``, so a held-out dialogue's candidates do not depend on which tasks are selected (a
+training dialogue's pool does: it leaves out the chosen tasks' held-out dialogues).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +51,7 @@ __all__ = [
     "default_convai2_paths",
     "encode_pair_texts",
     "group_by_persona",
+    "held_out_texts",
     "load_tasks",
     "make_tasks",
     "tiny_dialogues",
@@ -130,8 +135,9 @@ def encode_pair_texts(example: Example, sep: str) -> list[tuple[str, str]]:
     example : Example
         The example.
     sep : str
-        Separator between context turns, the tokenizer's (``" </s> "`` for RoBERTa,
-        ``" [SEP] "`` for BERT). The paper's released scripts joined turns with nothing.
+        Separator between context turns, the tokenizer's own token without spaces
+        (``"</s>"`` for RoBERTa, ``"[SEP]"`` for BERT: :func:`loraml.empirical.model.separator`).
+        The paper's released scripts joined turns with nothing.
 
     Returns
     -------
@@ -165,13 +171,27 @@ def default_convai2_paths() -> tuple[Path, Path] | None:
 
 
 class _ReplyPool:
-    """The replies of all dialogues of a source, to draw distractors from."""
+    """The replies of a source's dialogues, to draw distractors from.
 
-    def __init__(self, dialogues: Sequence[Dialogue]) -> None:
+    ``exclude_dialogues`` (indices) and ``exclude_texts`` (strings) are left out of the pool: the
+    pool of training examples leaves out the held-out dialogues and every string they contain.
+    """
+
+    def __init__(
+        self,
+        dialogues: Sequence[Dialogue],
+        exclude_dialogues: Collection[int] = (),
+        exclude_texts: Collection[str] = (),
+    ) -> None:
         texts: list[str] = []
         owners: list[int] = []
+        skip_dialogues, skip_texts = set(exclude_dialogues), set(exclude_texts)
         for j, dialogue in enumerate(dialogues):
+            if j in skip_dialogues:
+                continue
             for i in dialogue.targets:
+                if dialogue.turns[i] in skip_texts:
+                    continue
                 texts.append(dialogue.turns[i])
                 owners.append(j)
         self.texts = texts
@@ -213,6 +233,7 @@ def build_examples(
     seed: int,
     pool: _ReplyPool | None = None,
     targets: Callable[[Dialogue], Sequence[int]] | None = None,
+    exclude: Collection[str] = (),
 ) -> list[list[Example]]:
     """The examples of the chosen dialogues, with K candidates each.
 
@@ -231,6 +252,10 @@ def build_examples(
     targets : callable, optional
         Which turns of a dialogue are examples (default: ``dialogue.targets``); the speaker
         tasks of chitchat keep only one speaker's replies.
+    exclude : collection of str
+        Texts never used as distractors (the held-out dialogues' turns, for training examples):
+        left out of the pool built here and of a file's own candidates. A prebuilt ``pool``
+        must already leave them out.
 
     Returns
     -------
@@ -250,8 +275,9 @@ def build_examples(
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     needs_pool = any(dialogues[j].candidates is None for j in indices)
+    exclude = frozenset(exclude)
     if pool is None and needs_pool:
-        pool = _ReplyPool(dialogues)
+        pool = _ReplyPool(dialogues, exclude_texts=exclude)
     out: list[list[Example]] = []
     for j in indices:
         dialogue = dialogues[j]
@@ -265,11 +291,13 @@ def build_examples(
                 distractors = pool.draw(n_candidates - 1, j, true, rng)
             else:
                 given = dialogue.candidates[dialogue.targets.index(i)]
-                others = sorted({c for c in given if c != true}, key=given.index)
+                others = sorted(
+                    {c for c in given if c != true and c not in exclude}, key=given.index
+                )
                 if len(others) < n_candidates - 1:
                     raise ValueError(
-                        f"{dialogue.origin}: the file gives {len(others) + 1} distinct candidates, "
-                        f"fewer than n_candidates={n_candidates}"
+                        f"{dialogue.origin}: the file gives {len(others) + 1} distinct candidates "
+                        f"(held-out texts left out), fewer than n_candidates={n_candidates}"
                     )
                 pick = rng.choice(len(others), size=n_candidates - 1, replace=False)
                 distractors = [others[p] for p in sorted(pick)]
@@ -284,6 +312,75 @@ def build_examples(
 # Tasks from groups of dialogues
 
 
+def _choose_groups(
+    dialogues: Sequence[Dialogue],
+    groups: dict[str, list[int]],
+    need: int,
+    eval_dialogues: int,
+    pick: Callable[[str, Dialogue], Sequence[int]],
+) -> tuple[list[str], dict[str, tuple[int, int]], int]:
+    """The ``need`` largest eligible groups (see :func:`make_tasks`), every group's (examples,
+    dialogues) and the number of eligible groups."""
+    sizes = {
+        name: (sum(len(pick(name, dialogues[j])) for j in idx), len(idx))
+        for name, idx in groups.items()
+    }
+    eligible = [
+        name for name, idx in groups.items() if len(idx) > eval_dialogues and sizes[name][0]
+    ]
+    eligible.sort(key=lambda name: (-sizes[name][0], -sizes[name][1], name))
+    if len(eligible) < need:
+        raise ValueError(
+            f"only {len(eligible)} groups have more than eval_dialogues={eval_dialogues} "
+            f"dialogues, but n_retrain + n_test = {need}; lower them or eval_dialogues"
+        )
+    return eligible[:need], sizes, len(eligible)
+
+
+def held_out_texts(
+    dialogues: Sequence[Dialogue],
+    groups: dict[str, list[int]],
+    *,
+    n_tasks: int,
+    eval_dialogues: int,
+    targets: Callable[[str, Dialogue], Sequence[int]] | None = None,
+) -> set[str]:
+    """Every turn of the dialogues that :func:`make_tasks` would hold out for ``n_tasks`` tasks.
+
+    A two-file split keeps these texts (of the other file) out of training distractors.
+
+    Parameters
+    ----------
+    dialogues, groups, eval_dialogues, targets
+        As for :func:`make_tasks`.
+    n_tasks : int
+        ``n_retrain + n_test`` of that call.
+
+    Returns
+    -------
+    set of str
+
+    Examples
+    --------
+    >>> dialogues, groups = tiny_dialogues(2)
+    >>> texts = held_out_texts(dialogues, groups, n_tasks=2, eval_dialogues=1)
+    >>> last = [groups["tiny-0"][-1], groups["tiny-1"][-1]]
+    >>> texts == {turn for j in last for turn in dialogues[j].turns}
+    True
+    """
+
+    def pick(name: str, dialogue: Dialogue) -> Sequence[int]:
+        return dialogue.targets if targets is None else targets(name, dialogue)
+
+    chosen, _, _ = _choose_groups(dialogues, groups, n_tasks, eval_dialogues, pick)
+    return {
+        turn
+        for name in chosen
+        for j in groups[name][-eval_dialogues:]
+        for turn in dialogues[j].turns
+    }
+
+
 def make_tasks(
     dialogues: Sequence[Dialogue],
     groups: dict[str, list[int]],
@@ -295,6 +392,7 @@ def make_tasks(
     eval_dialogues: int,
     max_examples_per_task: int | None = None,
     targets: Callable[[str, Dialogue], Sequence[int]] | None = None,
+    exclude_texts: Collection[str] = (),
 ) -> TaskSplit:
     """Choose the largest groups as tasks and split each into training and held-out dialogues.
 
@@ -304,10 +402,15 @@ def make_tasks(
     unseen test tasks. Within a task, dialogues keep source order; the last ``eval_dialogues`` are
     held out.
 
+    Training examples (every task's ``train``) draw their distractors only from the dialogues
+    that no chosen task holds out, and never a string equal to a turn of a held-out dialogue (or
+    to one of ``exclude_texts``): no held-out reply reaches training, not even as a negative.
+    Held-out examples draw from all other dialogues of the source.
+
     Parameters
     ----------
     dialogues : sequence of Dialogue
-        All dialogues of the source (also the distractor pool unless ``pool_dialogues`` is given).
+        All dialogues of the source (their replies are the distractor pool).
     groups : dict
         Task name -> indices into ``dialogues`` (in source order).
     n_retrain, n_test : int
@@ -324,6 +427,9 @@ def make_tasks(
     targets : callable, optional
         ``targets(task name, dialogue)``: which turns of a dialogue are that task's examples
         (default: all of ``dialogue.targets``); chitchat speaker tasks keep one speaker's replies.
+    exclude_texts : collection of str
+        More texts no training example may use as a distractor (a two-file split passes the
+        other file's held-out turns).
 
     Returns
     -------
@@ -345,22 +451,14 @@ def make_tasks(
     def pick(name: str, dialogue: Dialogue) -> Sequence[int]:
         return dialogue.targets if targets is None else targets(name, dialogue)
 
-    sizes = {
-        name: (sum(len(pick(name, dialogues[j])) for j in idx), len(idx))
-        for name, idx in groups.items()
-    }
-    eligible = [
-        name for name, idx in groups.items() if len(idx) > eval_dialogues and sizes[name][0]
-    ]
-    eligible.sort(key=lambda name: (-sizes[name][0], -sizes[name][1], name))
-    need = n_retrain + n_test
-    if len(eligible) < need:
-        raise ValueError(
-            f"only {len(eligible)} groups have more than eval_dialogues={eval_dialogues} "
-            f"dialogues, but n_retrain + n_test = {need}; lower them or eval_dialogues"
-        )
-    chosen = eligible[:need]
-    pool = _ReplyPool(dialogues) if any(d.candidates is None for d in dialogues) else None
+    chosen, sizes, n_eligible = _choose_groups(
+        dialogues, groups, n_retrain + n_test, eval_dialogues, pick
+    )
+    held_out = {j for name in chosen for j in groups[name][-eval_dialogues:]}
+    never = {turn for j in held_out for turn in dialogues[j].turns} | set(exclude_texts)
+    needs_pool = any(d.candidates is None for d in dialogues)
+    pool = _ReplyPool(dialogues) if needs_pool else None
+    train_pool = _ReplyPool(dialogues, held_out, never) if needs_pool else None
     tasks = []
     for name in chosen:
         idx = groups[name]
@@ -368,16 +466,21 @@ def make_tasks(
         if max_examples_per_task is not None:  # enough leading dialogues to fill the cap
             counts = np.cumsum([len(pick(name, dialogues[j])) for j in train_idx])
             train_idx = train_idx[: int(np.searchsorted(counts, max_examples_per_task)) + 1]
-        per_dialogue = build_examples(
+        targets = functools.partial(pick, name)
+        per_train = build_examples(
             dialogues,
-            train_idx + held_idx,
+            train_idx,
+            pool=train_pool,
+            exclude=never,
             n_candidates=n_candidates,
             seed=seed,
-            pool=pool,
-            targets=functools.partial(pick, name),
+            targets=targets,
         )
-        train = [ex for exs in per_dialogue[: len(train_idx)] for ex in exs]
-        held = [ex for exs in per_dialogue[len(train_idx) :] for ex in exs]
+        per_held = build_examples(
+            dialogues, held_idx, pool=pool, n_candidates=n_candidates, seed=seed, targets=targets
+        )
+        train = [ex for exs in per_train for ex in exs]
+        held = [ex for exs in per_held for ex in exs]
         if max_examples_per_task is not None:
             train = train[:max_examples_per_task]
         tasks.append(Task(name, tuple(train), tuple(held)))
@@ -387,7 +490,7 @@ def make_tasks(
         "source_examples": sum(d.n_examples for d in dialogues),
         "groups": len(groups),
         "grouped_dialogues": len({j for idx in groups.values() for j in idx}),
-        "eligible_groups": len(eligible),
+        "eligible_groups": n_eligible,
         "chosen": {
             name: {"examples": sizes[name][0], "dialogues": sizes[name][1]} for name in chosen
         },
@@ -395,6 +498,7 @@ def make_tasks(
         "seed": seed,
         "eval_dialogues": eval_dialogues,
         "max_examples_per_task": max_examples_per_task,
+        "training_distractors": "training dialogues only (no held-out turn)",
     }
     return TaskSplit(retrain=tuple(tasks[:n_retrain]), test=tuple(tasks[n_retrain:]), info=info)
 
@@ -757,19 +861,22 @@ def load_tasks(
             "seed": seed,
             "eval_dialogues": eval_dialogues,
             "max_examples_per_task": max_examples_per_task,
-            "persona_contractions": persona_contractions,
         }
-        first = load_tasks(
-            source, n_retrain=n_retrain, n_test=0, path=path, persona_map=persona_map, **common
+        files = [
+            (n_retrain, 0, *_load_convai2(path, persona_map, persona_contractions)),
+            (0, n_test, *_load_convai2(test_path, test_persona_map, persona_contractions)),
+        ]
+        # each file's held-out turns stay out of the other file's training distractors too
+        held = [
+            held_out_texts(d, g, n_tasks=r + t, eval_dialogues=eval_dialogues)
+            for r, t, d, g, _ in files
+        ]
+        first, second = (
+            make_tasks(d, g, n_retrain=r, n_test=t, exclude_texts=held[1 - i], **common)
+            for i, (r, t, d, g, _) in enumerate(files)
         )
-        second = load_tasks(
-            source,
-            n_retrain=0,
-            n_test=n_test,
-            path=test_path,
-            persona_map=test_persona_map,
-            **common,
-        )
+        for part, (_, _, _, _, more) in zip((first, second), files, strict=True):
+            part.info.update({"source": source, **more})
         info: dict = {"source": source, "retrain": first.info, "test": second.info}
         return TaskSplit(retrain=first.retrain, test=second.test, info=info)
     targets = None

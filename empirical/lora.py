@@ -19,10 +19,11 @@ Fine-tuning uses peft itself (one fresh adapter, base frozen): see :mod:`loraml.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import cast
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -113,11 +114,69 @@ class MultiTaskLoRALinear(nn.Module):
         p = self.dropout.p
         mask = None
         if self.training and p > 0:
-            mask = torch.empty(rows.shape, dtype=torch.bool, device=rows.device).bernoulli_(1 - p)
+            mask = keep_mask(rows.shape, 1 - p, rows.device)
         a = self.lora_A[task_ids]  # (n, r, in)
         b = self.lora_B[task_ids]  # (n, out, r)
-        delta = lora_delta(rows, mask, a, b, self.scaling, 1 - p)
-        return (y.reshape(delta.shape) + delta.to(y.dtype)).reshape(y.shape)
+        base = y.reshape(n, -1, y.shape[-1])
+        return lora_delta(rows, mask, a, b, self.scaling, 1 - p, base=base).reshape(y.shape)
+
+
+def keep_mask(
+    shape: Sequence[int],
+    keep: float,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """A dropout keep-mask: independent Bernoulli(``keep``) entries, as a bool tensor.
+
+    On CUDA (and other accelerators): ``torch.rand(shape) < keep``. On the CPU, where torch's
+    serial Mersenne twister is the cost (a float per entry), one 64-bit draw of ``generator``
+    (default: torch's global generator, so a seed and a saved RNG state fix every mask) seeds a
+    numpy SFC64 generator whose raw output gives one byte ``u`` per entry, uniform on
+    0..255. With ``keep * 256 = l + f`` (l integer, 0 <= f < 1) an entry is kept when ``u < l``,
+    dropped when ``u > l``, and, when ``u == l`` (probability 1/256), kept with probability f
+    from a further uniform double. So ``P(keep) = l / 256 + f / 256 = keep`` (exact up to the
+    double's 2^-53 resolution), entries are independent (disjoint bytes, independent doubles),
+    and the cost is about one random byte per entry instead of 4.
+
+    Parameters
+    ----------
+    shape : sequence of int
+    keep : float
+        1 - dropout probability, in (0, 1].
+    device : torch.device or str
+    generator : torch.Generator, optional
+        Seeded torch generator the draw comes from (default: the global one).
+
+    Returns
+    -------
+    torch.Tensor
+        bool, ``shape``, on ``device``.
+
+    Examples
+    --------
+    >>> m = keep_mask((1000, 100), 0.9, generator=torch.Generator().manual_seed(0))
+    >>> m.dtype, m.shape, abs(m.float().mean().item() - 0.9) < 0.005
+    (torch.bool, torch.Size([1000, 100]), True)
+    """
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    device = torch.device(device)
+    if device.type != "cpu":
+        return torch.rand(tuple(shape), device=device, generator=generator) < keep
+    n = math.prod(shape)
+    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+    bits = np.random.SFC64(seed)
+    raw = np.asarray(bits.random_raw((n + 7) // 8), dtype="<u8").view(np.uint8)[:n]
+    level = keep * 256
+    lo = min(int(level), 256)
+    mask = raw < lo
+    frac = level - lo
+    if frac > 0:
+        ties = np.flatnonzero(raw == lo)
+        if ties.size:
+            mask[ties] = np.random.Generator(bits).random(ties.size) < frac
+    return torch.from_numpy(mask).view(tuple(shape))
 
 
 def lora_delta(
@@ -127,8 +186,9 @@ def lora_delta(
     b: torch.Tensor,
     scaling: float,
     keep: float,
+    base: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``scaling * B_j A_j (mask * rows / keep)`` per group j, memory-lean in the backward pass.
+    """``base + scaling * B_j A_j (mask * rows / keep)`` per group j, lean in the backward pass.
 
     Parameters
     ----------
@@ -142,54 +202,96 @@ def lora_delta(
         alpha / r.
     keep : float
         1 - dropout probability.
+    base : torch.Tensor, optional
+        (n, M, out): the base layer's output, added in the same batched product (``baddbmm``)
+        rather than by a separate output-sized sum; zero if None.
 
     Returns
     -------
     torch.Tensor
-        (n, M, out), in ``rows``' dtype.
+        (n, M, out), in ``base``'s dtype (``rows``' without ``base``).
 
     Notes
     -----
     Plain autograd would save the dropped-out input as a new float tensor for every wrapped
-    layer; this saves only the mask, packed 8 entries to a byte where ``in`` is a multiple of 8
-    (the input is saved by the base layer anyway), and recomputes the dropped-out input in the
-    backward pass. The result equals
-    ``torch.bmm(torch.bmm(dropout(rows), a^T), b^T) * scaling`` with that mask.
+    layer; this saves only the mask, packed 8 entries to a byte (numpy's ``packbits`` on the
+    CPU; on other devices where ``in`` is a multiple of 8), and recomputes the dropped-out input
+    in the backward pass (the input is saved by the base layer anyway). On the CPU the packed
+    mask becomes the 0/1 float multiplier through a 256 x 8 lookup table (one pass; a bool
+    operand would send torch's product down its slow type-converting path). The factors
+    ``scaling / keep`` are applied to the (n, M, r) product, never to an input- or output-sized
+    tensor. The result equals ``base + torch.bmm(torch.bmm(dropout(rows), a^T), b^T) *
+    scaling`` with that mask.
     """
-    return _LoRADelta.apply(rows, mask, a, b, float(scaling), float(keep))
+    return _LoRADelta.apply(base, rows, mask, a, b, float(scaling), float(keep))
+
+
+#: Byte -> its 8 bits as float32 0/1, least significant first (numpy ``bitorder="little"``).
+_BYTE_BITS = np.unpackbits(
+    np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little"
+).astype(np.float32)
+
+
+def _pack(mask: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """The mask as saved for the backward pass, and how it was packed."""
+    if mask.device.type == "cpu":
+        flat = np.packbits(mask.numpy().reshape(-1), bitorder="little")
+        return torch.from_numpy(flat), "numpy"
+    if mask.shape[-1] % 8 == 0:
+        return pack_mask(mask), "torch"
+    return mask, "none"
+
+
+def _float_mask(
+    saved: torch.Tensor, how: str, shape: torch.Size, dtype: torch.dtype
+) -> torch.Tensor:
+    """The saved mask as 0/1 of ``dtype`` and ``shape`` (a new tensor)."""
+    if how == "numpy":
+        n = math.prod(shape)
+        bits = torch.from_numpy(np.take(_BYTE_BITS, saved.numpy(), axis=0))
+        return bits.view(-1)[:n].view(shape).to(dtype)
+    mask = unpack_mask(saved) if how == "torch" else saved
+    return mask.to(dtype)
 
 
 class _LoRADelta(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, rows, mask, a, b, scaling, keep):
+    def forward(ctx, base, rows, mask, a, b, scaling, keep):
         with torch.autocast(rows.device.type, enabled=False):
             a, b = a.to(rows.dtype), b.to(rows.dtype)
-            # 1/keep is applied to the small (n, M, r) product, not the (n, M, in) input
-            dropped = rows if mask is None else rows * mask
-            h = torch.bmm(dropped, a.transpose(1, 2)) * (1.0 / keep)  # (n, M, r)
-            packed = mask is not None and mask.shape[-1] % 8 == 0
-            saved = pack_mask(mask) if packed else mask
+            if mask is None:
+                saved, ctx.how, dropped = None, "", rows
+            else:
+                saved, ctx.how = _pack(mask)
+                dropped = _float_mask(saved, ctx.how, rows.shape, rows.dtype).mul_(rows)
+            h = torch.bmm(dropped, a.transpose(1, 2)).mul_(scaling / keep)  # (n, M, r)
+            del dropped
             ctx.save_for_backward(rows, saved, a, b, h)
-            ctx.scaling, ctx.keep, ctx.packed = scaling, keep, packed
-            return torch.bmm(h, b.transpose(1, 2)) * scaling
+            ctx.scale, ctx.base_dtype = scaling / keep, None
+            if base is None:
+                return torch.bmm(h, b.transpose(1, 2))
+            ctx.base_dtype = base.dtype
+            if base.dtype == rows.dtype:
+                return torch.baddbmm(base, h, b.transpose(1, 2))
+            return base + torch.bmm(h, b.transpose(1, 2)).to(base.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        rows, mask, a, b, h = ctx.saved_tensors
-        if ctx.packed:
-            mask = unpack_mask(mask)
+        rows, saved, a, b, h = ctx.saved_tensors
+        grad_base = grad if ctx.base_dtype is not None else None
         grad = grad.to(rows.dtype)
-        grad_b = torch.bmm(grad.transpose(1, 2), h) * ctx.scaling  # (n, out, r)
-        grad_h = torch.bmm(grad, b) * (ctx.scaling / ctx.keep)  # (n, M, r), with 1/keep
+        grad_b = torch.bmm(grad.transpose(1, 2), h)  # (n, out, r); h carries scaling / keep
+        grad_h = torch.bmm(grad, b).mul_(ctx.scale)  # (n, M, r)
+        mask = None if saved is None else _float_mask(saved, ctx.how, rows.shape, rows.dtype)
         dropped = rows if mask is None else rows * mask
         grad_a = torch.bmm(grad_h.transpose(1, 2), dropped)  # (n, r, in)
-        del dropped  # an input-sized temporary: free it before the next one
         grad_rows = None
-        if ctx.needs_input_grad[0]:
-            grad_rows = torch.bmm(grad_h, a)
-            if mask is not None:
-                grad_rows.mul_(mask)  # in place: no second input-sized temporary
-        return grad_rows, None, grad_a, grad_b, None, None
+        if ctx.needs_input_grad[1]:
+            if mask is None:
+                grad_rows = torch.bmm(grad_h, a)
+            else:  # reuse the dropped input's buffer: no second input-sized temporary
+                grad_rows = torch.bmm(grad_h, a, out=dropped).mul_(mask)
+        return grad_base, grad_rows, None, grad_a, grad_b, None, None
 
 
 _BITS = (1, 2, 4, 8, 16, 32, 64, 128)

@@ -156,23 +156,67 @@ def load_encoder(name: str, *, seed: int = 0) -> tuple[nn.Module, Any]:
     return encoder, tokenizer
 
 
-def separator(tokenizer: Any) -> str:
-    """The text joining dialogue turns: the tokenizer's separator token with spaces around it."""
+def separator(tokenizer: object) -> str:
+    """The text joining dialogue turns: the tokenizer's separator token, with no spaces around it.
+
+    Special tokens are split out of the text before the rest is tokenised, so each turn is
+    tokenised as if it stood alone and the context's ids are the turns' ids joined by the
+    separator's id. Spaces around the token are not free: a byte-level BPE (RoBERTa) turns the
+    space before ``</s>`` into a stray ``Ġ`` token, one per turn; WordPiece (BERT) drops them
+    either way.
+
+    Parameters
+    ----------
+    tokenizer : transformers tokenizer
+        With a ``sep_token`` (BERT ``[SEP]``, RoBERTa ``</s>``) or else an ``eos_token``.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        When the tokenizer has neither token.
+    """
     sep = getattr(tokenizer, "sep_token", None) or getattr(tokenizer, "eos_token", None)
     if sep is None:
         raise ValueError("the tokenizer has neither a sep_token nor an eos_token to join turns")
-    return f" {sep} "
+    return str(sep)
 
 
-def model_limit(tokenizer: Any, encoder: nn.Module) -> int:
-    """The longest input the encoder takes: min of tokenizer limit and position embeddings."""
-    limit = int(getattr(tokenizer, "model_max_length", 512) or 512)
+def model_limit(tokenizer: object, encoder: nn.Module) -> int:
+    """The longest input the encoder takes: min of the tokenizer's and the positions' limits.
+
+    Absolute position embeddings of size P give P positions. RoBERTa-type embeddings (RoBERTa,
+    XLM-R, CamemBERT, ...: an ``embeddings.padding_idx``) number the tokens from
+    ``padding_idx + 1``, so a sequence of L tokens uses positions up to ``padding_idx + L``, which
+    must be at most ``P - 1``: ``L <= P - padding_idx - 1`` (514 - 1 - 1 = 512 for roberta-base).
+    Other models (BERT) number from 0: ``L <= P``. A tokenizer without a limit (CamemBERT's
+    ``model_max_length`` is 1e30) leaves the positions' limit; a model without absolute
+    positions and a tokenizer without a limit give 100,000.
+
+    Parameters
+    ----------
+    tokenizer : transformers tokenizer
+    encoder : nn.Module
+        The bare encoder (its ``config`` and ``embeddings`` are read).
+
+    Returns
+    -------
+    int
+    """
+    limit = int(getattr(tokenizer, "model_max_length", None) or 100_000)
+    limit = min(limit, 100_000)
     positions = getattr(encoder.config, "max_position_embeddings", None)
     if positions is not None:
-        # RoBERTa reserves two positions (padding index offset).
-        offset = 2 if getattr(encoder.config, "model_type", "") in ("roberta", "xlm-roberta") else 0
-        limit = min(limit, int(positions) - offset)
-    return min(limit, 100_000)
+        embeddings = getattr(encoder, "embeddings", None)
+        padding_idx = getattr(embeddings, "padding_idx", None)
+        if padding_idx is not None and hasattr(embeddings, "position_embeddings"):
+            limit = min(limit, int(positions) - int(padding_idx) - 1)
+        else:
+            limit = min(limit, int(positions))
+    return limit
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,9 +461,14 @@ class PairScorer(nn.Module):
         return out.last_hidden_state[:, 0]
 
     def score_pooled(self, pooled: torch.Tensor, batch: PairBatch) -> torch.Tensor:
-        """Scores (B, K) from first-token states (B*K, H)."""
+        """Scores (B, K) from first-token states (B*K, H), in float32.
+
+        The head runs in float32 also under bfloat16 autocast (``--bf16``): bfloat16 keeps 8
+        significant bits, so scores that differ in the third digit would tie.
+        """
         head_ids = batch.task_ids if self.per_task_heads else None
-        scores = self.heads(pooled.float(), head_ids, rows_per_id=batch.n_candidates)
+        with torch.autocast(pooled.device.type, enabled=False):
+            scores = self.heads(pooled.float(), head_ids, rows_per_id=batch.n_candidates)
         return scores.view(batch.size, batch.n_candidates)
 
     def forward(self, batch: PairBatch) -> torch.Tensor:

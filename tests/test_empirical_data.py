@@ -561,6 +561,84 @@ def test_load_tasks_two_files_rejects_half_settings(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# No held-out text in training (issue 12, "Data: no leaks")
+
+
+def _training_leaks(split) -> list[tuple[str, str]]:
+    """(task, text) for every held-out reply (the true reply of a held-out example, of any task)
+    found anywhere in a training example (retraining or fine-tuning: context, truth or
+    distractor)."""
+    held = {ex.reply for task in split.retrain + split.test for ex in task.eval}
+    return [
+        (task.name, text)
+        for task in split.retrain + split.test
+        for ex in task.train
+        for text in ex.candidates + ex.context
+        if text in held
+    ]
+
+
+def test_real_file_no_held_out_reply_reaches_training(convai2):
+    # Before the fix, 149 of the 154 held-out replies of the unseen tasks were distractors of
+    # retraining examples and 22 were distractors of their own task's fine-tuning examples.
+    root, _ = convai2
+    split = load_tasks(
+        "convai2",
+        path=root / "valid_self_original_no_cands.txt",
+        persona_map=root / "valid_persona_map",
+        n_candidates=20,
+        seed=0,
+    )
+    assert sum(len(t.eval) for t in split.test) == 154
+    assert _training_leaks(split) == []
+    # still 19 distinct distractors per training example, from other dialogues
+    assert all(len(set(ex.candidates)) == 20 for t in split.retrain for ex in t.train)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_synthetic_file_no_held_out_reply_reaches_training(tmp_path, seed):
+    # a small pool (98 replies) and K = 30: without the fix nearly every held-out reply is drawn
+    path = write_persona_file(
+        tmp_path / "data", {p: n for p, n in zip("abcdefg", [9, 8, 8, 7, 6, 6, 5], strict=True)}
+    )
+    split = load_tasks("convai2", path=path, n_retrain=3, n_test=3, n_candidates=30, seed=seed)
+    assert _training_leaks(split) == []
+    held = {ex.reply for t in split.retrain + split.test for ex in t.eval}
+    assert len(held) == 6 * 2 * 2  # 2 held-out dialogues of 2 replies per task
+    # held-out examples still draw from every other dialogue, training ones included
+    train_replies = {ex.reply for t in split.retrain + split.test for ex in t.train}
+    assert any(set(ex.candidates) & train_replies for t in split.test for ex in t.eval)
+
+
+def test_two_files_keep_each_others_held_out_texts_out_of_training(tmp_path):
+    # The same file name in two folders: both files hold the replies "data <p> <e> one|two", so
+    # file 2's held-out replies exist in file 1, where training could draw them as negatives.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    train = write_persona_file(tmp_path / "a" / "data", {"a": 9, "b": 8, "c": 7, "x": 5, "y": 5})
+    valid = write_persona_file(tmp_path / "b" / "data", {"x": 7, "y": 6, "a": 3, "b": 3})
+    split = load_tasks(
+        "convai2", path=train, test_path=valid, n_retrain=3, n_test=2, n_candidates=25, seed=0
+    )
+    assert [t.train[0].reply.split()[1] for t in split.test] == ["x", "y"]
+    held_test = {ex.reply for t in split.test for ex in t.eval}
+    file1 = {d.turns[i] for d in read_fbdialog(train) for i in d.targets}
+    # episode 4 of persona y in file 1 is a training dialogue there (y is not a chosen task)
+    assert held_test & file1 == {"data y 4 one", "data y 4 two"}
+    assert _training_leaks(split) == []
+
+
+def test_build_examples_exclude_applies_to_a_files_own_candidates(tmp_path):
+    text = "1 your persona: i like cats.\n2 hi\thello\t\tfoo|hello|bar|baz|qux\n"
+    (dialogue,) = read_fbdialog(_write(tmp_path, text))
+    for seed in range(20):
+        ((ex,),) = build_examples([dialogue], [0], n_candidates=4, seed=seed, exclude={"bar"})
+        assert "bar" not in ex.candidates and len(set(ex.candidates)) == 4
+    with pytest.raises(ValueError, match="held-out texts left out"):
+        build_examples([dialogue], [0], n_candidates=5, seed=0, exclude={"bar"})
+
+
+# --------------------------------------------------------------------------------------------
 # Tiny generated data
 
 

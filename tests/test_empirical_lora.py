@@ -206,7 +206,7 @@ def test_task_heads_match_per_row_formula():
     torch.testing.assert_close(heads(x), heads(x, torch.zeros(6, dtype=torch.long)))
 
 
-@pytest.mark.parametrize("n_in", [6, 16])  # the mask saved as bytes (6) and packed bits (16)
+@pytest.mark.parametrize("n_in", [6, 16])  # rows of 6 and 16 entries: packed across rows
 def test_lora_delta_gradients_match_plain_autograd_with_the_same_mask(n_in):
     from loraml.empirical.lora import lora_delta
 
@@ -216,6 +216,7 @@ def test_lora_delta_gradients_match_plain_autograd_with_the_same_mask(n_in):
     a = torch.randn(3, 2, n_in, generator=g, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, 4, 2, generator=g, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
+    base = torch.randn(3, 5, 4, generator=g, dtype=torch.float64, requires_grad=True)
     for m in (mask, None):
         keep = 0.7 if m is not None else 1.0
         got = lora_delta(rows, m, a, b, 2.5, keep)
@@ -224,6 +225,15 @@ def test_lora_delta_gradients_match_plain_autograd_with_the_same_mask(n_in):
         torch.testing.assert_close(got, ref)
         grads = torch.autograd.grad((got * weight).sum(), (rows, a, b))
         refs = torch.autograd.grad((ref * weight).sum(), (rows, a, b))
+        for x, y in zip(grads, refs, strict=True):
+            torch.testing.assert_close(x, y)
+        # with the base layer's output added in the same product
+        got = lora_delta(rows, m, a, b, 2.5, keep, base=base)
+        dropped = rows if m is None else rows * m / keep
+        ref = torch.bmm(torch.bmm(dropped, a.transpose(1, 2)), b.transpose(1, 2)) * 2.5
+        torch.testing.assert_close(got, base + ref)
+        grads = torch.autograd.grad((got * weight).sum(), (rows, a, b, base))
+        refs = torch.autograd.grad(((base + ref) * weight).sum(), (rows, a, b, base))
         for x, y in zip(grads, refs, strict=True):
             torch.testing.assert_close(x, y)
 
@@ -270,3 +280,81 @@ def test_bf16_autocast_scores_and_gradients_follow_float32(tiny):
     assert spread > 0 and float((s16 - s32).abs().max()) < 0.05 * spread
     cos = torch.nn.functional.cosine_similarity(g16.flatten(), g32.flatten(), dim=0)
     assert cos > 0.95 and torch.isfinite(g16).all()
+
+
+# --------------------------------------------------------------------------------------------
+# Dropout keep-masks (issue 12, "LoRA-ML at the cost of SR")
+
+
+@pytest.mark.parametrize("keep", [0.9, 0.5, 0.7, 1 / 3, (128 + 0.5) / 256, 0.999])
+def test_keep_mask_is_bernoulli_keep(keep):
+    # Mean within 5 standard errors of keep (n = 2^22 entries: se <= 2.5e-4). The byte test
+    # alone (u < floor(256 keep)) would give 230/256 = 0.8984 for keep = 0.9, 6 se off; the
+    # tie refinement is what makes it exact. Entries are independent: sums of blocks of 64
+    # consecutive entries have the binomial variance 64 keep (1 - keep) (within 5 standard
+    # errors of a sample variance of 2^16 blocks), and neighbours are uncorrelated.
+    from loraml.empirical.lora import keep_mask
+
+    n = 2**22
+    mask = keep_mask((n // 512, 512), keep, generator=torch.Generator().manual_seed(3))
+    assert mask.dtype == torch.bool and mask.shape == (n // 512, 512)
+    x = mask.reshape(-1).double()
+    var = keep * (1 - keep)
+    assert abs(float(x.mean()) - keep) < 5 * (var / n) ** 0.5
+    blocks = x.view(-1, 64).sum(1)
+    nb = blocks.numel()
+    # variance of a sample variance of nb binomial(64, keep) values, about (mu4 - s^4) / nb
+    s2 = 64 * var
+    mu4 = 64 * var * (1 + 3 * (64 - 2) * var)
+    assert abs(float(blocks.var()) - s2) < 5 * ((mu4 - s2**2) / nb) ** 0.5
+    lag1 = float(((x[1:] - keep) * (x[:-1] - keep)).mean()) / var
+    assert abs(lag1) < 5 / n**0.5
+
+
+def test_keep_mask_follows_the_torch_seed():
+    # Bit-reproducible under a seed: the draw comes from torch's generator (global by default,
+    # whose state run.py saves and restores), so the same state gives the same mask and
+    # successive calls give fresh ones.
+    from loraml.empirical.lora import keep_mask
+
+    torch.manual_seed(11)
+    first, second = keep_mask((64, 48), 0.9), keep_mask((64, 48), 0.9)
+    state = torch.get_rng_state()
+    third = keep_mask((64, 48), 0.9)
+    torch.manual_seed(11)
+    assert torch.equal(keep_mask((64, 48), 0.9), first)
+    assert torch.equal(keep_mask((64, 48), 0.9), second)
+    assert not torch.equal(first, second)
+    torch.set_rng_state(state)
+    assert torch.equal(keep_mask((64, 48), 0.9), third)
+    assert bool(keep_mask((5, 7), 1.0).all())
+    with pytest.raises(ValueError, match="keep"):
+        keep_mask((3,), 0.0)
+
+
+def test_lora_ml_training_step_is_reproducible_with_dropout(tiny):
+    # Two runs of two dropout-on training steps from the same seed give bit-identical weights.
+    import copy
+
+    encoder, tokenizer, split = tiny
+    batch = _batch(tokenizer, split, [0, 3, 1, 3, 4])
+    outs = []
+    for _ in range(2):
+        model = M.build_retrain_model(
+            "lora-ml",
+            copy.deepcopy(encoder),
+            T,
+            rank=3,
+            alpha=6.0,
+            dropout=0.3,
+            generator=torch.Generator().manual_seed(1),
+        ).train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        torch.manual_seed(5)
+        for _ in range(2):
+            opt.zero_grad()
+            candidate_cross_entropy(model(batch), batch.labels).backward()
+            opt.step()
+        outs.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+    assert any("lora_B" in k and outs[0][k].abs().sum() > 0 for k in outs[0])

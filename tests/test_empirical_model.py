@@ -17,6 +17,7 @@ from loraml.empirical.model import (  # noqa: E402
     candidate_cross_entropy,
     hits_at_1,
     load_encoder,
+    model_limit,
     separator,
 )
 
@@ -51,7 +52,7 @@ def test_context_is_truncated_from_the_left_and_candidate_kept():
     batch = pairs.encode([_example(["hi", "yo"], ["ok", "no"])], [0])
     text = tok.decode(batch.input_ids[0][batch.attention_mask[0] == 1])
     assert text.replace(" ", "") == "[CLS]hi[SEP]yo[SEP]ok[SEP]"
-    assert separator(tok) == " [SEP] "
+    assert separator(tok) == "[SEP]"
 
 
 def test_long_candidate_is_cut_to_half_the_budget():
@@ -173,12 +174,12 @@ def test_local_roberta_directory_runs_the_experiment(tmp_path):
 
     _tiny_roberta(tmp_path / "roberta")
     encoder, tok = load_encoder(str(tmp_path / "roberta"))
-    assert separator(tok) == " </s> "
+    assert separator(tok) == "</s>"
     assert len(encoder_linear_names(encoder)) == 12
     batch = PairTokenizer(tok, 40).encode([_example(["hi", "there"], ["a", "bc"])], [0])
     assert batch.token_type_ids is None
     text = tok.decode(batch.input_ids[0][batch.attention_mask[0] == 1])
-    assert text == "<s>hi </s> there</s></s>a</s>"
+    assert text == "<s>hi</s>there</s></s>a</s>"
     cfg = dataclasses.replace(
         PRESETS["tiny"],
         model=str(tmp_path / "roberta"),
@@ -190,3 +191,120 @@ def test_local_roberta_directory_runs_the_experiment(tmp_path):
     results = run_experiment(cfg, [0], tmp_path / "run", progress=False)
     assert results["config"]["max_length_used"] == 40  # the model's limit (42 positions - 2)
     assert {(r["scheme"], r["rank"]) for r in results["records"]} == {("lora", 2), ("head", 0)}
+
+
+# --------------------------------------------------------------------------------------------
+# Separator, length limit and bf16 scores (issue 12, "Data: no leaks")
+
+_TURNS = [
+    "hi there , how are you doing today ?",
+    "i am good , i just got back from walking my dogs .",
+    "that sounds fun . what kind of dogs ?",
+]
+_CANDIDATES = ["two labradors , they love the park .", "i work at a bank ."]
+
+
+def _trained_bpe_roberta_tokenizer(tmp_path):
+    """A RoBERTa tokenizer with a byte-level BPE trained here on a few sentences."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        (_TURNS + _CANDIDATES) * 20,
+        vocab_size=400,
+        min_frequency=2,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
+    bpe.save_model(str(tmp_path))
+    tok = RobertaTokenizer(vocab=str(tmp_path / "vocab.json"), merges=str(tmp_path / "merges.txt"))
+    assert tok.unk_token_id not in tok(" ".join(_TURNS + _CANDIDATES))["input_ids"]
+    return tok
+
+
+def _context_ids(tok, turns):
+    """Each turn tokenised alone, joined by the separator's id."""
+    sep_id = tok.convert_tokens_to_ids(separator(tok))
+    ids: list[int] = []
+    for i, turn in enumerate(turns):
+        ids += ([sep_id] if i else []) + tok(turn, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+@pytest.mark.parametrize("kind", ["bert-wordpiece", "roberta-bpe"])
+def test_context_ids_are_the_turns_ids_joined_by_the_separator_id(tmp_path, kind):
+    # " </s> " gave a byte-level BPE one stray "Ġ" token per turn; joined with the bare token the
+    # context is exactly each turn tokenised alone, separated by the separator's id.
+    if kind == "roberta-bpe":
+        tok = _trained_bpe_roberta_tokenizer(tmp_path)
+    else:
+        tok = build_tiny(seed=0)[1]
+    batch = PairTokenizer(tok, 500).encode([_example(_TURNS, _CANDIDATES)], [0])
+    context = _context_ids(tok, _TURNS)
+    cls, sep = tok.cls_token_id, tok.sep_token_id
+    middle = [sep] if kind == "bert-wordpiece" else [sep, sep]  # the pair templates
+    for row, cand in enumerate(_CANDIDATES):
+        cand_ids = tok(cand, add_special_tokens=False)["input_ids"]
+        expected = [cls, *context, *middle, *cand_ids, sep]
+        got = batch.input_ids[row][batch.attention_mask[row] == 1].tolist()
+        assert got == expected
+    if kind == "roberta-bpe":  # the old separator's stray token (one per turn), for contrast
+        spaced = tok(" </s> ".join(_TURNS), add_special_tokens=False)["input_ids"]
+        stray = tok.convert_tokens_to_ids("Ġ")  # a lone space
+        assert spaced.count(stray) == len(_TURNS) - 1
+        assert stray not in batch.input_ids.tolist()[0]
+
+
+@pytest.mark.parametrize(("kind", "pad"), [("roberta", 1), ("camembert", 1), ("roberta", 4)])
+def test_model_limit_follows_roberta_type_position_embeddings(kind, pad):
+    # A tokenizer without a limit (CamemBERT: model_max_length 1e30) left the position-embedding
+    # count as the limit; RoBERTa-type models number positions from padding_idx + 1, so the
+    # longest input is max_position_embeddings - padding_idx - 1 (130 - 1 - 1 = 128).
+    from types import SimpleNamespace
+
+    from transformers import CamembertConfig, CamembertModel, RobertaConfig, RobertaModel
+
+    config_cls, model_cls = {
+        "roberta": (RobertaConfig, RobertaModel),
+        "camembert": (CamembertConfig, CamembertModel),
+    }[kind]
+    config = config_cls(
+        vocab_size=20,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=8,
+        max_position_embeddings=130,
+        pad_token_id=pad,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    encoder = model_cls(config, add_pooling_layer=False).eval()
+    limit = model_limit(SimpleNamespace(model_max_length=int(1e30)), encoder)
+    assert limit == 130 - pad - 1
+    ids = torch.full((1, limit + 1), 7)
+    with torch.no_grad():
+        encoder(input_ids=ids[:, :limit])  # the limit fits
+        with pytest.raises((IndexError, RuntimeError), match="out of"):
+            encoder(input_ids=ids)  # one more token does not
+    # a tokenizer limit below the positions' wins; BERT numbers positions from 0
+    assert model_limit(SimpleNamespace(model_max_length=100), encoder) == 100
+    bert, _ = build_tiny(seed=0, max_length=50)
+    assert model_limit(SimpleNamespace(model_max_length=None), bert) == 50
+
+
+def test_scores_are_float32_under_bf16_autocast():
+    # Under --bf16 the head ran in bfloat16 too (8 significant bits): scores tied.
+    encoder, tok = build_tiny(seed=0)
+    scorer = PairScorer(encoder, 1, 0.1, torch.Generator().manual_seed(0)).eval()
+    examples = [_example(_TURNS, _CANDIDATES + ["so what", "dogs ?", "a b c"], 1)] * 2
+    batch = PairTokenizer(tok, 64).encode(examples, [0, 0])
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            scores = scorer(batch)
+            pooled = scorer.pooled(batch)
+        reference = scorer.score_pooled(pooled, batch)  # the head outside autocast
+    assert scores.dtype == torch.float32
+    torch.testing.assert_close(scores, reference, rtol=0, atol=0)
+    assert len(set(scores[0].tolist())) == scores.shape[1]  # no ties

@@ -215,7 +215,7 @@ def test_run_dir_refuses_other_tasks_under_the_same_settings(tmp_path):
 
 def test_cli_retrains_on_one_file_and_tests_on_another(tmp_path, capsys):
     train = str(write_persona_file(tmp_path / "train.txt", {"a": 6, "b": 5, "c": 4, "d": 3}))
-    valid = str(write_persona_file(tmp_path / "valid.txt", {"x": 3, "y": 5, "z": 4}))
+    valid = str(write_persona_file(tmp_path / "valid.txt", {"x": 3, "y": 5, "z": 4, "w": 3}))
     out = tmp_path / "run"
     argv = ["empirical", "run", "--preset", "tiny", "--data", "convai2", "--out", str(out)]
     argv += ["--data-path", train, "--test-data-path", valid, "--methods", "sr", "--ranks"]

@@ -76,6 +76,11 @@ class Instance:
 def memory_limit() -> int:
     """Bytes an instance may ask for: ``LORAML_MEMORY_LIMIT`` (bytes) or half the physical memory.
 
+    Parameters
+    ----------
+    None
+        Reads the environment variable ``LORAML_MEMORY_LIMIT`` and the machine's memory.
+
     Returns
     -------
     int
@@ -544,6 +549,18 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
     path : path-like
     write : callable
         Writes the content to a binary file object.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     atomic_write(Path(tmp) / "a.txt", lambda fh: fh.write(b"hello"))
+    ...     (Path(tmp) / "a.txt").read_bytes(), sorted(p.name for p in Path(tmp).iterdir())
+    (b'hello', ['a.txt'])
     """
     path = Path(path)
     try:
