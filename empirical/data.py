@@ -466,7 +466,7 @@ def make_tasks(
         if max_examples_per_task is not None:  # enough leading dialogues to fill the cap
             counts = np.cumsum([len(pick(name, dialogues[j])) for j in train_idx])
             train_idx = train_idx[: int(np.searchsorted(counts, max_examples_per_task)) + 1]
-        targets = functools.partial(pick, name)
+        task_targets = functools.partial(pick, name)
         per_train = build_examples(
             dialogues,
             train_idx,
@@ -474,10 +474,15 @@ def make_tasks(
             exclude=never,
             n_candidates=n_candidates,
             seed=seed,
-            targets=targets,
+            targets=task_targets,
         )
         per_held = build_examples(
-            dialogues, held_idx, pool=pool, n_candidates=n_candidates, seed=seed, targets=targets
+            dialogues,
+            held_idx,
+            pool=pool,
+            n_candidates=n_candidates,
+            seed=seed,
+            targets=task_targets,
         )
         train = [ex for exs in per_train for ex in exs]
         held = [ex for exs in per_held for ex in exs]
