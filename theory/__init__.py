@@ -9,6 +9,7 @@ data (:mod:`loraml.theory.family`), the losses as per-task quadratics
 Conventions: noise is a standard deviation; finite-sample losses are per-sample means.
 """
 
+from loraml.theory.divergence import DivergenceError
 from loraml.theory.family import (
     Genericity,
     TaskFamily,
@@ -31,14 +32,19 @@ from loraml.theory.objectives import (
 from loraml.theory.retraining import (
     GDResult,
     LoraMLResult,
+    identifiability,
     lora_ml_paper_gd,
     solve_lora_ml,
     sr_closed_form,
     sr_gd,
+    stationarity_thresholds,
+    task_residuals,
+    task_stationarity,
 )
 
 __all__ = [
     "BaseError",
+    "DivergenceError",
     "FineTuneResult",
     "GDResult",
     "Genericity",
@@ -53,6 +59,7 @@ __all__ = [
     "finetune_closed_form",
     "finetune_gd",
     "genericity",
+    "identifiability",
     "lora_ml_grad",
     "lora_ml_hvp",
     "lora_ml_loss",
@@ -64,4 +71,7 @@ __all__ = [
     "solve_lora_ml",
     "sr_closed_form",
     "sr_gd",
+    "stationarity_thresholds",
+    "task_residuals",
+    "task_stationarity",
 ]

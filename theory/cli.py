@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loraml.theory.divergence import DivergenceError
 from loraml.theory.io import Instance, InstanceError, load_instance, write_npz
 from loraml.theory.metrics import adapter_errors, base_error
 from loraml.theory.objectives import lora_ml_loss
@@ -64,7 +65,15 @@ def _sr(inst: Instance, k: int | None, rng: np.random.Generator) -> Solution:
 
 def _lora_ml(inst: Instance, k: int | None, rng: np.random.Generator) -> Solution:
     res = solve_lora_ml(inst.q, _need_rank(k))
-    extra = {"grad_norm": res.grad_norm, "converged": res.converged, "message": res.message}
+    extra = {
+        "grad_norm": res.grad_norm,
+        "stationarity": res.stationarity,
+        "converged": res.converged,
+        "status": res.status,
+        "identifiable": res.identifiable,
+        "identifiability": res.identifiability,
+        "message": res.message,
+    }
     return Solution(res.A, res.U, res.objective, res.iterations, res.seconds, extra)
 
 
@@ -132,6 +141,13 @@ def run(args: argparse.Namespace) -> int:
         sol = METHODS[args.method](inst, inst.k, np.random.default_rng(args.seed))
     except InstanceError as err:
         raise UsageError(f"--instance: {err}") from None
+    except DivergenceError as err:
+        raise UsageError(f"--method {args.method}: {err}; nothing written") from None
+    if not (np.isfinite(sol.objective) and np.all(np.isfinite(sol.A_hat))):
+        raise UsageError(
+            f"--method {args.method}: the result is not finite (objective {sol.objective}); "
+            "nothing written"
+        )
 
     arrays = {"A_hat": sol.A_hat}
     if sol.U_hat is not None:
@@ -167,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
                     + ", ".join(f"{v:.3g}" for v in value[:8])
                     + (", ...]" if len(value) > 8 else "]")
                 )
+            elif key == "identifiable":
+                value = {True: "yes", False: "no", None: "undecided"}[value]
             elif isinstance(value, float):
                 value = f"{value:.6g}"
             print(f"{key:>26}: {value}", file=sys.stdout)
