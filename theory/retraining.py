@@ -18,7 +18,6 @@ from loraml.theory.objectives import (
     Quadratics,
     adapted,
     lora_ml_grad,
-    lora_ml_grad_norm,
     lora_ml_loss,
 )
 
@@ -300,7 +299,12 @@ def task_residuals(
     True
     """
     D = adapted(A, U, V) - q.least_squares()
-    num = np.sqrt(np.maximum(np.einsum("tij,tij->t", q.times_S(D), D), 0.0))
+    return _residuals_from(q, D, q.times_S(D))
+
+
+def _residuals_from(q: Quadratics, D: np.ndarray, DS: np.ndarray) -> np.ndarray:
+    """:func:`task_residuals` from ``D_t = M_t - B_t`` and ``D_t S_t`` already computed."""
+    num = np.sqrt(np.maximum(np.einsum("tij,tij->t", DS, D), 0.0))
     return num / np.maximum(_task_scales(q), _TINY)
 
 
@@ -333,7 +337,13 @@ def task_stationarity(
     -------
     ndarray, shape (T + 1,)
     """
-    G = q.grads(adapted(A, U, V))
+    return _stationarity_from(q, q.grads(adapted(A, U, V)), U, V)
+
+
+def _stationarity_from(
+    q: Quadratics, G: np.ndarray, U: np.ndarray, V: np.ndarray | None
+) -> np.ndarray:
+    """:func:`task_stationarity` from the task gradients ``G_t`` already computed."""
     s = np.maximum(np.linalg.norm(q.C, axis=(1, 2)), _TINY)
     if V is None:
         gU = (G + _t(G)) @ U
@@ -395,6 +405,7 @@ def identifiability(
     *,
     zero_tol: float = 1e-8,
     rtol: float = 1e-6,
+    residuals: np.ndarray | None = None,
 ) -> tuple[bool | None, str]:
     r"""Is ``A_hat`` the only base of a zero-excess LoRA-ML point (Theorem 3, arXiv 2410.22264)?
 
@@ -422,6 +433,8 @@ def identifiability(
         A task is fitted exactly when its relative residual (:func:`task_residuals`) is below.
     rtol : float
         Columns are independent when ``sigma_min / sigma_max > rtol`` (each factor normalised).
+    residuals : ndarray, shape (T,), optional
+        :func:`task_residuals` at the point, when already computed.
 
     Returns
     -------
@@ -447,13 +460,20 @@ def identifiability(
                 )
     B = q.least_squares()
     scale = np.maximum(_task_scales(q), _TINY)
+    # Duplicates: a seeded random projection first (cheap), the full comparison only when close.
+    z = np.random.default_rng(0).standard_normal(B.shape[2])
+    Bz = B @ z
+    zs = np.maximum(np.linalg.norm(Bz, axis=1), _TINY)
     distinct: list[int] = []
     for t in range(T):
         if not any(
-            np.linalg.norm(B[t] - B[s]) <= zero_tol * max(scale[t], scale[s]) for s in distinct
+            np.linalg.norm(Bz[t] - Bz[s]) <= 1e-6 * max(zs[t], zs[s])
+            and np.linalg.norm(B[t] - B[s]) <= zero_tol * max(scale[t], scale[s])
+            for s in distinct
         ):
             distinct.append(t)
-    if np.any(task_residuals(q, A, U, V) > zero_thresholds(q, zero_tol)):
+    resid = task_residuals(q, A, U, V) if residuals is None else residuals
+    if np.any(resid > zero_thresholds(q, zero_tol)):
         return (
             None,
             "undecided: the point does not fit every task exactly (Theorem 3 is about zero loss)",
@@ -501,6 +521,7 @@ class _Problem:
         self.q, self.k, self.asym = q, k, asymmetric
         self.shape = (q.T, q.d, k)
         self._last: tuple[np.ndarray, float] | None = None  # (x, phi(x)) of the last fun call
+        self._stats: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if q.S is not None:
             self.S_sum_pinv = np.linalg.pinv(q.S.sum(0), hermitian=True)
 
@@ -524,11 +545,26 @@ class _Problem:
         """
         U, V = self.split(x)
         A = self.best_A(U, V)
-        g = lora_ml_grad(self.q, A, U, V)  # grad_A vanishes at best_A (envelope theorem)
         D = adapted(A, U, V) - self.q.least_squares()
-        value = 0.5 * float(np.einsum("tij,tij->", self.q.times_S(D), D))
+        G = self.q.times_S(D)  # G_t = M_t S_t - C_t; grad_A = sum_t G_t vanishes at best_A
+        value = 0.5 * float(np.einsum("tij,tij->", G, D))
+        if V is None:
+            grad = ((G + _t(G)) @ U).ravel()
+        else:
+            grad = np.concatenate([(G @ V).ravel(), (_t(G) @ U).ravel()])
         self._last = (x.copy(), value)
-        return value, np.concatenate([gi.ravel() for gi in g[1:]])
+        self._stats = (x, G, D)  # for stationary_at, without recomputing
+        return value, grad
+
+    def stationary_at(self, x: np.ndarray, tol: float) -> bool:
+        """The stopping rule at ``x`` (reusing the last evaluation when ``x`` is that point)."""
+        if self._stats is None or not np.array_equal(self._stats[0], x):
+            self.fun(x)
+        _, G, D = self._stats
+        U, V = self.split(x)
+        resid = _residuals_from(self.q, D, G)
+        bound = stationarity_thresholds(self.q, tol, resid)
+        return bool(np.all(_stationarity_from(self.q, G, U, V) <= bound))
 
     def value(self, x: np.ndarray) -> float:
         """``phi(x)``, reusing the last evaluation when ``x`` is the point just evaluated."""
@@ -606,8 +642,7 @@ def _local_solve(
 
         def stop(intermediate_result: sopt.OptimizeResult) -> None:
             history.append(float(intermediate_result.fun) + offset)
-            Ui, Vi = prob.split(intermediate_result.x)
-            if stationary(prob.best_A(Ui, Vi), Ui, Vi):
+            if prob.stationary_at(intermediate_result.x, tol):
                 raise StopIteration
 
         x0 = np.concatenate([U.ravel()] + ([V.ravel()] if V is not None else []))
@@ -787,21 +822,27 @@ def _result(
     zero_tol: float,
     starts: int,
 ) -> LoraMLResult:
-    rel = task_stationarity(q, A, U, V)
+    D = adapted(A, U, V) - q.least_squares()  # one residual serves every number below
+    G = q.times_S(D)
+    rel = _stationarity_from(q, G, U, V)
     stat = float(rel.max())
-    resid = task_residuals(q, A, U, V)
+    resid = _residuals_from(q, D, G)
     converged = bool(np.all(rel <= stationarity_thresholds(q, tol, resid)))
     if np.all(resid <= zero_thresholds(q, zero_tol)):
         status = "global minimum"
     else:
         status = "stationary point" if converged else "not converged"
-    ident, reason = identifiability(q, A, U, V, zero_tol=zero_tol)
+    ident, reason = identifiability(q, A, U, V, zero_tol=zero_tol, residuals=resid)
+    if V is None:
+        g2 = np.sum(((G + _t(G)) @ U) ** 2)
+    else:
+        g2 = np.sum((G @ V) ** 2) + np.sum((_t(G) @ U) ** 2)
     return LoraMLResult(
         A=A,
         U=U,
         V=V,
-        objective=lora_ml_loss(q, A, U, V),
-        grad_norm=lora_ml_grad_norm(q, A, U, V),
+        objective=float(0.5 * np.einsum("tij,tij->", G, D) + np.sum(q.minima())),
+        grad_norm=float(np.sqrt(np.sum(G.sum(0) ** 2) + g2)),
         iterations=iterations,
         seconds=time.perf_counter() - start,
         converged=converged,

@@ -7,6 +7,9 @@ gradient-descent run from random starts each) for every seed, and pools the end-
 JSON that README quotes)::
 
     python -m loraml.theory.spurious_survey --seeds 0 1 2 11 --out theory/results/spurious.json
+
+(or one process per seed, ``--seeds S --out sS.json``, pooled by ``--merge s0.json ... --out``;
+the pooled file is identical: every seed draws from its own generator).
 """
 
 from __future__ import annotations
@@ -54,6 +57,12 @@ def survey(seeds: Sequence[int], instances: int | None = None) -> dict:
                 "instances": res.instances,
                 "seconds": res.seconds,
             }
+    return pool(per_seed, time.perf_counter() - start)
+
+
+def pool(per_seed: dict[str, dict], seconds: float) -> dict:
+    """Pool per-seed classes (the ``per_seed`` entries of :func:`survey`) with Wilson intervals."""
+    seeds = [int(s) for s in per_seed]
     pooled: dict[str, dict[str, dict]] = {}
     for solver in ("lbfgs", "gd"):
         pooled[solver] = {}
@@ -65,11 +74,11 @@ def survey(seeds: Sequence[int], instances: int | None = None) -> dict:
     return {
         "command": "python -m loraml.theory.spurious_survey --seeds "
         + " ".join(str(s) for s in seeds),
-        "seeds": [int(s) for s in seeds],
-        "instances_per_seed": instances or 60,
+        "seeds": seeds,
+        "instances_per_seed": sorted({s["instances"] for s in per_seed.values()}),
         "pooled": pooled,
         "per_seed": per_seed,
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,
         "machine": platform.platform(),
     }
 
@@ -77,11 +86,19 @@ def survey(seeds: Sequence[int], instances: int | None = None) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``--seeds S [S ...] --out FILE.json [--instances N]``."""
     p = argparse.ArgumentParser(prog="python -m loraml.theory.spurious_survey")
-    p.add_argument("--seeds", type=int, nargs="+", required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--instances", type=int, default=None)
+    p.add_argument("--merge", type=Path, nargs="+", default=None, help="pool earlier outputs")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
-    out = survey(args.seeds, args.instances)
+    if args.merge:
+        parts = [json.loads(f.read_text()) for f in args.merge]
+        per_seed = {k: v for part in parts for k, v in part["per_seed"].items()}
+        out = pool(per_seed, sum(part["seconds"] for part in parts))
+    elif args.seeds:
+        out = survey(args.seeds, args.instances)
+    else:
+        p.error("give --seeds or --merge")
     args.out.write_text(json.dumps(out, indent=1, allow_nan=False) + "\n")
     return 0
 
