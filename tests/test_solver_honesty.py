@@ -182,3 +182,34 @@ def test_sdp_relaxation_is_scale_free(scale):
     assert th.base_error(res.A, scale * fam.A_star).relative <= 1e-6
     np.testing.assert_allclose(res.objective / scale, ref.objective, rtol=1e-6)
     assert nuclear_relaxation(q).ok
+
+
+# --------------------------------------------------------------------------------------------
+# README's spurious-minima counts come from the committed survey JSON
+# --------------------------------------------------------------------------------------------
+def test_readme_quotes_the_multi_seed_spurious_counts_of_the_committed_json():
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    survey = json.loads((root / "theory" / "results" / "spurious.json").read_text())
+    readme = " ".join((root / "README.md").read_text().split())
+    assert survey["command"] in readme
+    labels = {
+        "global": "at a global minimum",
+        "spurious": "at a spurious local minimum",
+        "runaway": "runaway",
+        "saddle": "at a saddle",
+        "unconverged": "unconverged",
+    }
+    for solver, name in (("lbfgs", "L-BFGS"), ("gd", "gradient-descent")):
+        row = survey["pooled"][solver]
+        assert f"of {row['global']['runs']} {name} runs" in readme
+        for kind, label in labels.items():
+            c = row[kind]
+            lo, hi = (100 * x for x in c["wilson95"])
+            assert f"{c['count']} {label} ({lo:.2g}-{hi:.2g} %)" in readme, (solver, kind)
+    errors = [
+        e["A_relative_error"] for s in survey["per_seed"].values() for e in s["runaway_examples"]
+    ]
+    assert f"{min(errors):.0f} to {max(errors):.0f} here" in readme
