@@ -615,28 +615,33 @@ def _local_solve(
 
     offset = float(np.sum(q.minima()))
 
-    def stationary(A: np.ndarray, U: np.ndarray, V: np.ndarray | None) -> bool:
-        bound = stationarity_thresholds(q, tol, task_residuals(q, A, U, V))
-        return bool(np.all(task_stationarity(q, A, U, V) <= bound))
+    def evaluate(A: np.ndarray, U: np.ndarray, V: np.ndarray | None) -> tuple[float, bool]:
+        """F and the stopping rule from one residual ``D_t = M_t - B_t``."""
+        D = adapted(A, U, V) - B
+        G = q.times_S(D)
+        f = 0.5 * float(np.einsum("tij,tij->", G, D)) + offset
+        bound = stationarity_thresholds(q, tol, _residuals_from(q, D, G))
+        return f, bool(np.all(_stationarity_from(q, G, U, V) <= bound))
 
+    stat = evaluate(A, U, V)[1]
     for cycle in range(4):
         f_cycle = history[-1]
         # Alternating minimisation: fast while it contracts; stops at the first ascent.
         sweeps = 0
-        while use_am and sweeps < am_iter and not stationary(A, U, V):
+        while use_am and sweeps < am_iter and not stat:
             U_new, V_new = _am_step(B, A, k, asym)
             A_new = prob.best_A(U_new, V_new)
-            f_new = lora_ml_loss(q, A_new, U_new, V_new)
+            f_new, stat_new = evaluate(A_new, U_new, V_new)
             if not f_new < history[-1]:
                 break
-            A, U, V = A_new, U_new, V_new
+            A, U, V, stat = A_new, U_new, V_new, stat_new
             history.append(f_new)
             sweeps += 1
             message = "alternating minimisation"
             if cycle == 0 and f_new > 0.5 * history[-2]:  # slow contraction: hand over to L-BFGS
                 break
         iterations += sweeps
-        if stationary(A, U, V):
+        if stat:
             message = f"{message}: every task's relative gradient below its threshold"
             break
 
@@ -658,7 +663,8 @@ def _local_solve(
         A = prob.best_A(U, V)
         iterations += int(res.nit)
         message = "L-BFGS" if "StopIteration" in str(res.message) else f"L-BFGS: {res.message}"
-        if stationary(A, U, V):
+        stat = evaluate(A, U, V)[1]
+        if stat:
             message = f"{message}: every task's relative gradient below its threshold"
             break
         if not history[-1] < f_cycle * (1 - 1e-15):
