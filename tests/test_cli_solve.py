@@ -179,3 +179,60 @@ def test_help_lists_the_subcommands(capsys):
         main(["--help"])
     assert exc.value.code == 0
     assert "solve" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# What the solver found: identifiability, divergence (issues 10 and 11)
+# ---------------------------------------------------------------------------------------------
+def test_solve_says_when_a_star_is_not_identifiable(capsys, tmp_path):
+    fam = th.draw_family(8, 2, 1, np.random.default_rng(4))  # T = 2: a family of zero-loss bases
+    path = tmp_path / "t2.npz"
+    save_family(path, fam)
+    report = _run_json(
+        capsys,
+        "solve",
+        "--instance",
+        str(path),
+        "--method",
+        "lora-ml",
+        "--out",
+        str(tmp_path / "o.npz"),
+    )
+    assert report["status"] == "global minimum"
+    assert report["identifiable"] is False and "not identifiable" in report["identifiability"]
+    code = main(
+        ["solve", "--instance", str(path), "--method", "lora-ml", "--out", str(tmp_path / "p.npz")]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "identifiable: no" in out and "not identifiable" in out
+
+
+def test_a_diverging_paper_schedule_writes_nothing_and_says_which_step(capsys, tmp_path):
+    fam = th.draw_family(6, 3, 1, np.random.default_rng(5))
+    big = th.TaskFamily(1e6 * fam.A_star, 1e3 * fam.U_star, fam.U_test)  # ||A*|| ~ 1e6
+    path, out = tmp_path / "big.npz", tmp_path / "o.npz"
+    save_family(path, big)
+    code = main(["solve", "--instance", str(path), "--method", "lora-ml-gd", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert not out.exists()
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert "diverged at round" in captured.err and "lr_u=0.003" in captured.err
+    json_out = tmp_path / "j.npz"
+    assert (
+        main(
+            [
+                "solve",
+                "--instance",
+                str(path),
+                "--method",
+                "lora-ml-gd",
+                "--out",
+                str(json_out),
+                "--json",
+            ]
+        )
+        == 2
+    )
+    assert capsys.readouterr().out == "" and not json_out.exists()

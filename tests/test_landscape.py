@@ -20,6 +20,7 @@ from loraml.theory.landscape import (
     t2_global_minimum,
     zero_adapter_point,
 )
+from loraml.theory.linalg import psd_factor
 from loraml.theory.objectives import lora_ml_grad_norm
 
 
@@ -254,3 +255,41 @@ def test_search_from_random_starts_finds_only_global_minima_for_three_generic_ta
     for p in points:  # Theorem 3: every zero-loss minimiser is the truth
         assert th.base_error(p.A, fam.A_star).relative <= 1e-8
         assert p.start[1].shape == (3, 10, 2)
+
+
+def test_a_small_task_left_unfitted_is_not_global_however_small_the_loss():
+    """Old rule: loss <= 1e-10 F(0, 0) was 'global'; with task scales 1e6 : 1 : 1e-6 that hides
+    a task with all of its own signal unfitted. Per-task relative residuals do not."""
+    fam = th.draw_family(8, 3, 1, np.random.default_rng(11))
+    U = fam.U_star * np.array([1e3, 1.0, 1e-3])[:, None, None]
+    q = th.Quadratics.population(fam.A_star + U @ np.swapaxes(U, 1, 2))
+    U_hat = U.copy()
+    U_hat[2] = 0.0  # the small task keeps its perturbation unfitted
+    p = classify_point(q, fam.A_star, U_hat, 0.0)
+    assert p.loss <= 1e-10 * 0.5 * float(np.sum(q.c))  # what the old threshold looked at
+    assert p.kind != "global"
+    assert p.task_residuals[2] > 1e-7 and p.task_residuals[0] < 1e-12
+
+
+def test_an_end_point_far_out_along_a_valley_is_called_runaway():
+    """Base shifted by -lambda w w^T, adapters the best rank-k PSD fits of B_t - A: every
+    adapter absorbs most of lambda w w^T and the tasks keep part of their own signal."""
+    fam = th.draw_family(8, 3, 1, np.random.default_rng(12))
+    q = fam.population()
+    w = np.random.default_rng(13).standard_normal(8)
+    A = fam.A_star - 1e3 * np.linalg.norm(q.C[0]) * np.outer(w, w) / (w @ w)
+    U = psd_factor(q.C - A, 1)
+    p = classify_point(q, A, U, 0.0)
+    assert p.kind == "runaway"
+    assert p.task_residuals.max() > 1e-3
+
+
+def test_wilson_interval_matches_hand_values():
+    from loraml.theory.landscape import wilson_interval
+
+    lo, hi = wilson_interval(0, 600)
+    assert lo == 0.0 and hi == pytest.approx(1.959964**2 / (600 + 1.959964**2), rel=1e-9)
+    lo, hi = wilson_interval(5, 10)
+    assert lo == pytest.approx(1 - hi) and hi == pytest.approx(0.7634, abs=1e-4)
+    lo, hi = wilson_interval(2, 600)
+    assert lo < 2 / 600 < hi

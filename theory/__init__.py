@@ -21,6 +21,7 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from loraml.theory.divergence import DivergenceError
 from loraml.theory.family import (
     Genericity,
     TaskFamily,
@@ -43,11 +44,15 @@ from loraml.theory.objectives import (
 from loraml.theory.retraining import (
     GDResult,
     LoraMLResult,
+    identifiability,
     lora_ml_paper_gd,
     solve_lora_ml,
     sr_closed_form,
     sr_gd,
     sr_released,
+    stationarity_thresholds,
+    task_residuals,
+    task_stationarity,
 )
 
 if TYPE_CHECKING:  # what the lazy attributes below are, for type checkers
@@ -77,6 +82,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "BaseError",
+    "DivergenceError",
     "FineTuneResult",
     "GDResult",
     "Genericity",
@@ -91,6 +97,7 @@ __all__ = [
     "finetune_closed_form",
     "finetune_gd",
     "genericity",
+    "identifiability",
     "lora_ml_grad",
     "lora_ml_hvp",
     "lora_ml_loss",
@@ -103,4 +110,7 @@ __all__ = [
     "sr_closed_form",
     "sr_gd",
     "sr_released",
+    "stationarity_thresholds",
+    "task_residuals",
+    "task_stationarity",
 ]

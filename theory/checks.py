@@ -42,6 +42,7 @@ from loraml.theory.adaptation import (
 from loraml.theory.family import TaskFamily, draw_family, sample_family_data
 from loraml.theory.finetune import finetune_closed_form
 from loraml.theory.landscape import (
+    KINDS,
     classify_point,
     hessian_extreme_eigenvalues,
     hessian_operator,
@@ -50,6 +51,7 @@ from loraml.theory.landscape import (
     random_start,
     search_stationary_points,
     t2_global_minimum,
+    wilson_interval,
     zero_adapter_point,
 )
 from loraml.theory.metrics import adapter_errors, base_error
@@ -868,8 +870,13 @@ def check_spurious(
     run still
     moving is finished by L-BFGS, :func:`loraml.theory.landscape.polish`, and counted as
     ``polished``), each
-    end point classified by its loss and Hessian (global, saddle, spurious local minimum,
-    unconverged). Instances alternate
+    end point classified by per-task relative residuals, per-task relative gradients and the
+    Hessian (:func:`loraml.theory.landscape.classify_point`: global, runaway, unconverged,
+    saddle, spurious local minimum). ``numbers["classes"]`` pools the counts per class and
+    solver over the instances with a 95 % Wilson interval
+    (:func:`loraml.theory.landscape.wilson_interval`); ``numbers["runaway_examples"]`` lists
+    runs whose base grew past 10 times the largest task (their error and per-task residuals).
+    Instances alternate
     between the task-scale spreads in ``spreads``: ``U_t*`` is multiplied by
     ``exp(spread * N(0, 1))`` (0 is the paper's setting, equal scales in distribution).
     Spurious minima are kept in ``artifacts`` (family, start and end point) so they can be
@@ -913,7 +920,8 @@ def check_spurious(
     start = time.perf_counter()
     counts: dict[str, dict[str, dict[str, int]]] = {}
     artifacts: dict = {}
-    examples = []
+    examples: list[dict] = []
+    runaways: list[dict] = []
     if families is not None:
         plan = [(fam, "given") for fam in families]
     else:
@@ -943,9 +951,21 @@ def check_spurious(
             points.append(p)
             tally["gd"][p.kind] = tally["gd"].get(p.kind, 0) + 1
         for j, p in enumerate(points):
-            if p.kind != "spurious":
+            if p.kind == "runaway":
+                runaways.append(
+                    {
+                        "instance": i,
+                        "d": fam.d,
+                        "T": fam.T,
+                        "k": k,
+                        "setting": label,
+                        "A_relative_error": base_error(p.A, fam.A_star).relative,
+                        "task_residuals": [float(r) for r in p.task_residuals],
+                    }
+                )
+            if p.kind not in ("spurious", "runaway"):
                 continue
-            artifacts[f"spurious_{i}_{j}"] = {
+            artifacts[f"{p.kind}_{i}_{j}"] = {
                 "A_star": fam.A_star,
                 "U_star": fam.U_star,
                 "A0": p.start[0],
@@ -953,6 +973,8 @@ def check_spurious(
                 "A_hat": p.A,
                 "U_hat": p.U,
             }
+            if p.kind == "runaway":
+                continue
             examples.append(
                 {
                     **_local_minimum_evidence(q, k, p, rng),
@@ -966,9 +988,19 @@ def check_spurious(
                     "min_over_max_eigenvalue": p.min_eigenvalue / p.max_eigenvalue,
                 }
             )
+    classes: dict[str, dict[str, dict]] = {}
+    for solver in ("lbfgs", "gd"):
+        total = sum(row[solver].get(kind, 0) for row in counts.values() for kind in KINDS)
+        classes[solver] = {}
+        for kind in KINDS:
+            n = sum(row[solver].get(kind, 0) for row in counts.values())
+            lo, hi = wilson_interval(n, total)
+            classes[solver][kind] = {"count": n, "runs": total, "wilson95": [lo, hi]}
     numbers = {
         "end_points": counts,
-        "spurious_found": len(artifacts),
+        "classes": classes,
+        "runaway_examples": runaways[:20],
+        "spurious_found": len(examples),
         "instances_with_spurious": len({e["instance"] for e in examples}),
         "spurious_examples": examples[:20],
     }

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from loraml.cli import positive_int, seed
+from loraml.theory.divergence import DivergenceError
 from loraml.theory.io import (
     Instance,
     InstanceError,
@@ -71,7 +72,15 @@ def _sr(inst: Instance, k: int | None, rng: np.random.Generator) -> Solution:
 
 def _lora_ml(inst: Instance, k: int | None, rng: np.random.Generator) -> Solution:
     res = solve_lora_ml(inst.q, _need_rank(k))
-    extra = {"grad_norm": res.grad_norm, "converged": res.converged, "message": res.message}
+    extra = {
+        "grad_norm": res.grad_norm,
+        "stationarity": res.stationarity,
+        "converged": res.converged,
+        "status": res.status,
+        "identifiable": res.identifiable,
+        "identifiability": res.identifiability,
+        "message": res.message,
+    }
     return Solution(res.A, res.U, res.objective, res.iterations, res.seconds, extra)
 
 
@@ -152,6 +161,13 @@ def run(args: argparse.Namespace) -> int:
         sol = METHODS[args.method](inst, inst.k, np.random.default_rng(args.seed))
     except InstanceError as err:
         raise UsageError(f"--instance: {err}") from None
+    except DivergenceError as err:
+        raise UsageError(f"--method {args.method}: {err}; nothing written") from None
+    if not (np.isfinite(sol.objective) and np.all(np.isfinite(sol.A_hat))):
+        raise UsageError(
+            f"--method {args.method}: the result is not finite (objective {sol.objective}); "
+            "nothing written"
+        )
 
     arrays = {"A_hat": sol.A_hat}
     if sol.U_hat is not None:
@@ -190,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
                     + ", ".join(f"{v:.3g}" for v in value[:8])
                     + (", ...]" if len(value) > 8 else "]")
                 )
+            elif key == "identifiable":
+                value = {True: "yes", False: "no", None: "undecided"}[value]
             elif isinstance(value, float):
                 value = f"{value:.6g}"
             print(f"{key:>26}: {value}", file=sys.stdout)

@@ -153,6 +153,31 @@ def _penalty(q: Quadratics, penalty: float | None) -> float:
     return lam
 
 
+def _rescaled(q: Quadratics) -> tuple[Quadratics, float]:
+    r"""``q`` divided by ``c`` (the power of 2 nearest the rms entry of the ``B_t``), and ``c``.
+
+    Instances whose rms entry lies in ``[1/16, 16]`` are returned unchanged (``c = 1``).
+
+    Both relaxations are homogeneous: with ``M = c M'`` the population problems scale their
+    objective by ``c`` (norms, traces), the penalised ones by ``c^2`` with ``lambda' = lambda /
+    c`` (``f_t(c M') = c^2 f'_t(M')``, ``lambda ||c D'||_* = c lambda ||D'||_*``), and the PSD
+    constraints are invariant. Conic solvers use absolute tolerances (``1e-8``-ish) and
+    infeasibility tests, so an instance at scale ``1e12`` reads as unbounded and one at ``1e-10``
+    as solved at any point: solving at unit scale and multiplying back removes both.
+    """
+    B = q.least_squares()
+    rms = float(np.sqrt(np.mean(B * B)))
+    if not np.isfinite(rms) or rms <= 0:
+        return q, 1.0
+    if 2.0**-4 <= rms <= 2.0**4:  # unit scale already: solve the problem as given
+        return q, 1.0
+    c = float(2.0 ** np.round(np.log2(rms)))  # a power of 2: the scaling itself is exact
+    m = None if q.m is None else q.m / c**2
+    scaled = Quadratics(q.S, q.C / c, q.c / c**2, q.N, m)
+    object.__setattr__(scaled, "_B", B / c)
+    return scaled, c
+
+
 def _fit_terms(q: Quadratics, M_list):
     """cvxpy expressions ``f_t(M_t) - f_t(B_t) = 1/2 ||(M_t - B_t) S_t^{1/2}||_F^2``."""
     import cvxpy as cp
@@ -211,8 +236,10 @@ def nuclear_relaxation(
     start = time.perf_counter()
     T, d, d_out = q.T, q.d, q.C.shape[1]
     name = _choose_solver(d, solver)
-    A = cp.Variable((d_out, d))
     exact = penalty is None and q.N is None
+    q, c = _rescaled(q)  # solve at unit scale, map back (see _rescaled)
+    penalty = None if penalty is None else float(penalty) / c
+    A = cp.Variable((d_out, d))
     if exact:
         B = q.least_squares()
         problem = cp.Problem(cp.Minimize(sum(cp.normNuc(B[t] - A) for t in range(T))))
@@ -229,12 +256,12 @@ def nuclear_relaxation(
     else:
         dev = np.stack([_value(D, (d_out, d)) for D in D_vars])
     return ConvexResult(
-        A_val,
-        dev,
+        c * A_val,
+        c * dev,
         str(problem.status),
-        _objective(problem),
+        _objective(problem) * (c if exact else c**2),
         name,
-        None if exact else lam,
+        None if exact else lam * c,
         time.perf_counter() - start,
     )
 
@@ -287,6 +314,8 @@ def sdp_relaxation(
         raise ValueError(f"the SDP relaxation needs square tasks, got d_out={q.C.shape[1]}, d={d}")
     name = _choose_solver(d, solver)
     exact = penalty is None and q.N is None
+    q, c = _rescaled(q)  # solve at unit scale, map back (see _rescaled)
+    penalty = None if penalty is None else float(penalty) / c
     if exact:
         B = q.least_squares()
         skew = (B - np.swapaxes(B, 1, 2)).mean(0) / 2
@@ -309,7 +338,13 @@ def sdp_relaxation(
         A_val = _value(A, (d, d))
         dev = np.stack([_value(P, (d, d)) for P in P_vars])
     return ConvexResult(
-        A_val, dev, str(problem.status), _objective(problem), name, lam, time.perf_counter() - start
+        c * A_val,
+        c * dev,
+        str(problem.status),
+        _objective(problem) * (c if exact else c**2),
+        name,
+        None if lam is None else lam * c,
+        time.perf_counter() - start,
     )
 
 

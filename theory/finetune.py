@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from loraml.theory.divergence import check_descent
 from loraml.theory.linalg import low_rank_factors, psd_sqrt
 from loraml.theory.objectives import Quadratics
 from loraml.theory.reprs import compact_repr
@@ -143,6 +144,11 @@ def finetune_gd(
     -------
     FineTuneResult
 
+    Raises
+    ------
+    loraml.theory.divergence.DivergenceError
+        When the loss becomes non-finite or exceeds 1000 times its start (``lr`` too large).
+
     Examples
     --------
     >>> import numpy as np
@@ -170,6 +176,7 @@ def finetune_gd(
     for i in range(steps + 1):
         M = A + U @ V.T
         losses[i] = q.losses(M)[0]
+        check_descent(losses[i], losses[0], i, method="finetune_gd", lr=f"lr={lr:g}")
         if target is not None:
             D = target - M
             tests[i] = n * float(np.sum((D @ S) * D))

@@ -24,7 +24,7 @@ point "no negative curvature" means ``lambda_min >= -tol``, never ``> 0``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse.linalg as spla
@@ -38,7 +38,14 @@ from loraml.theory.objectives import (
     lora_ml_loss,
 )
 from loraml.theory.reprs import compact_repr
-from loraml.theory.retraining import solve_lora_ml, sr_closed_form
+from loraml.theory.retraining import (
+    solve_lora_ml,
+    sr_closed_form,
+    stationarity_thresholds,
+    task_residuals,
+    task_stationarity,
+    zero_thresholds,
+)
 from loraml.theory.rng import RNGLike, as_generator
 
 
@@ -536,12 +543,19 @@ class StationaryPoint:
     min_eigenvalue, max_eigenvalue : float
         Extreme Hessian eigenvalues (:func:`hessian_extreme_eigenvalues`).
     kind : str
-        ``"global"`` (loss within ``loss_rtol`` of the best known value); otherwise
-        ``"unconverged"`` (gradient above ``grad_rtol``), ``"saddle"`` (stationary with
-        ``lambda_min < -curvature_rtol * lambda_max``) or ``"spurious"`` (stationary, no negative
-        curvature, loss above the global value: a spurious local minimum).
+        One of :data:`KINDS`, decided in this order (:func:`classify_point`): ``"global"``
+        (every task's relative residual at its rounding threshold, or the loss within
+        ``loss_rtol`` of a positive best known value), ``"runaway"`` (``||A_hat||_F`` more than
+        ``runaway_ratio`` times the largest task, ``max_t ||B_t||_F``: the base and the adapters
+        cancel ever larger parts while some task keeps signal unfitted, the end of a run along a
+        valley to infinity), ``"unconverged"`` (a per-task relative gradient above
+        ``grad_rtol``), ``"saddle"`` (``lambda_min < -curvature_rtol * lambda_max``) or
+        ``"spurious"`` (stationary, no negative curvature, some task unfitted: a spurious local
+        minimum).
     start : tuple (A0, U0)
         The random start, so the run can be reproduced.
+    task_residuals : ndarray, shape (T,)
+        Per-task relative residuals (:func:`loraml.theory.retraining.task_residuals`).
     """
 
     A: np.ndarray
@@ -552,9 +566,14 @@ class StationaryPoint:
     max_eigenvalue: float
     kind: str
     start: tuple[np.ndarray, np.ndarray]
+    task_residuals: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     def __repr__(self) -> str:
         return compact_repr(self)
+
+
+#: The classes of :func:`classify_point`.
+KINDS = ("global", "runaway", "unconverged", "saddle", "spurious")
 
 
 def classify_point(
@@ -564,14 +583,27 @@ def classify_point(
     global_value: float,
     *,
     loss_rtol: float = 1e-10,
-    grad_rtol: float = 1e-6,
+    zero_tol: float = 1e-8,
+    grad_rtol: float = 1e-10,
     curvature_rtol: float = 1e-6,
+    runaway_ratio: float = 10.0,
     start: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> StationaryPoint:
-    """Classify ``(A, U)`` as global minimum, saddle, spurious local minimum or unconverged.
+    """Classify ``(A, U)`` as global, runaway, unconverged, saddle or spurious local minimum.
 
-    Tolerances are relative to ``F(0, 0)`` (loss), ``sqrt(F(0, 0))`` (gradient) and
-    ``lambda_max`` of the Hessian (curvature). See :class:`StationaryPoint`.
+    Every test is per task and scale-free: a task is fitted when its relative residual
+    ``||M_t - B_t||_{S_t} / ||B_t||_{S_t}`` is at most ``zero_tol`` (or the rounding floor of a
+    task much smaller than the largest; :func:`loraml.theory.retraining.task_residuals`), a
+    point is stationary when every per-task relative gradient
+    (:func:`loraml.theory.retraining.task_stationarity`) is at most ``grad_rtol`` or the
+    precision floor of :func:`loraml.theory.retraining.stationarity_thresholds` (far below
+    ``zero_tol``: near a zero-loss minimum the relative gradient is about the relative
+    residual, so a slow run at residual ``1e-6`` must not pass as stationary), and the
+    curvature is relative to ``lambda_max`` of the Hessian. Thresholds relative to ``F(0, 0)``
+    would call a point global while a task ``1e3`` times smaller than the others keeps all of
+    its signal. ``global_value > 0`` (finite-sample or misspecified instances, where no point
+    fits every task) also accepts a loss within ``loss_rtol`` of it. See
+    :class:`StationaryPoint` for the classes.
 
     Parameters
     ----------
@@ -583,11 +615,16 @@ def classify_point(
     global_value : float
         The global minimum value of F (0 for a population instance with rank-k PSD perturbations).
     loss_rtol : float
-        A point with ``F - global_value <= loss_rtol F(0, 0)`` is a global minimum.
+        With ``global_value > 0``, a point with ``F - global_value <= loss_rtol global_value`` is
+        global.
+    zero_tol : float
+        Largest relative residual of a fitted task.
     grad_rtol : float
-        A point with ``||grad F|| > grad_rtol sqrt(F(0, 0))`` is unconverged.
+        Largest per-task relative gradient of a stationary point.
     curvature_rtol : float
         ``lambda_min < -curvature_rtol lambda_max`` makes a stationary point a saddle.
+    runaway_ratio : float
+        ``||A||_F`` above this many times the largest task's ``||B_t||_F`` is a runaway.
     start : tuple (A0, U0), optional
         The run's start, kept in the result.
 
@@ -605,18 +642,26 @@ def classify_point(
     >>> classify_point(fam.population(), fam.A_star, fam.U_star, global_value=0.0).kind
     'global'
     """
-    f0 = float(lora_ml_loss(q, np.zeros_like(A), np.zeros_like(U))) or 1.0
     loss = lora_ml_loss(q, A, U)
     gn = lora_ml_grad_norm(q, A, U)
-    curv = hessian_extreme_eigenvalues(q, A, U)
-    if loss - global_value <= loss_rtol * f0:
+    resid = task_residuals(q, A, U)
+    fitted = bool(np.all(resid <= zero_thresholds(q, zero_tol)))
+    near_best = global_value > 0 and loss - global_value <= loss_rtol * global_value
+    largest = float(np.max(np.linalg.norm(q.least_squares(), axis=(1, 2))))
+    curv = None
+    if fitted or near_best:
         kind = "global"
-    elif gn > grad_rtol * np.sqrt(f0):
+    elif np.linalg.norm(A) > runaway_ratio * largest:
+        kind = "runaway"
+    elif np.any(task_stationarity(q, A, U) > stationarity_thresholds(q, grad_rtol, resid)):
         kind = "unconverged"
-    elif curv.min_eigenvalue < -curvature_rtol * curv.max_eigenvalue:
-        kind = "saddle"
     else:
-        kind = "spurious"
+        curv = hessian_extreme_eigenvalues(q, A, U)
+        kind = (
+            "saddle" if curv.min_eigenvalue < -curvature_rtol * curv.max_eigenvalue else "spurious"
+        )
+    if curv is None:
+        curv = hessian_extreme_eigenvalues(q, A, U)
     return StationaryPoint(
         A,
         U,
@@ -626,7 +671,42 @@ def classify_point(
         curv.max_eigenvalue,
         kind,
         start if start is not None else (A, U),
+        resid,
     )
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    r"""Wilson score interval for a binomial proportion (95 % by default).
+
+    ``(p + z^2/(2n) -+ z sqrt(p(1-p)/n + z^2/(4n^2))) / (1 + z^2/n)`` with ``p = successes / n``
+    (Wilson 1927). Unlike the normal interval it stays inside ``[0, 1]`` and is not empty at
+    ``successes = 0``: 0 of 600 gives ``[0, 0.0064]``.
+
+    Parameters
+    ----------
+    successes, trials : int
+    z : float
+        Normal quantile (1.96 for 95 %).
+
+    Returns
+    -------
+    (low, high) : tuple of float
+
+    Examples
+    --------
+    >>> lo, hi = wilson_interval(0, 600)
+    >>> lo, round(hi, 4)
+    (0.0, 0.0064)
+    """
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    den = 1 + z * z / trials
+    mid = (p + z * z / (2 * trials)) / den
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / den
+    low = 0.0 if successes == 0 else max(0.0, mid - half)
+    high = 1.0 if successes == trials else min(1.0, mid + half)
+    return float(low), float(high)
 
 
 def search_stationary_points(

@@ -51,12 +51,17 @@ class Quadratics:
         Output second moments (population: ``||A_t*||_F^2``).
     N : ndarray of int, shape (T,), or None
         Sample sizes for finite-sample losses; ``None`` for population losses.
+    m : ndarray, shape (T,), or None
+        Per-task minimum values ``f_t(B_t)`` computed from residuals (:meth:`from_data` sets
+        them from the data, ``1/(2N) ||Y_t - B_t X_t||_F^2``); ``None``: from the sufficient
+        statistics, ``1/2 (c_t - tr(B_t S_t B_t^T))``, which cancels to ``~eps c_t``.
     """
 
     S: np.ndarray | None
     C: np.ndarray
     c: np.ndarray
     N: np.ndarray | None = None
+    m: np.ndarray | None = None
 
     def __repr__(self) -> str:
         return compact_repr(self)
@@ -95,14 +100,20 @@ class Quadratics:
         """
         if isinstance(X, np.ndarray) and X.ndim == 2:
             X, Y = X[None], Y[None]
-        S, C, c, N = [], [], [], []
+        S, C, c, N, B, m = [], [], [], [], [], []
         for x, y in zip(X, Y, strict=True):
             n = x.shape[1]
             S.append(x @ x.T / n)
             C.append(y @ x.T / n)
             c.append(float(np.sum(y * y)) / n)
             N.append(n)
-        return cls(np.stack(S), np.stack(C), np.array(c), np.array(N))
+            # Minimum from the residual itself: 1/2 (c - tr(B S B^T)) would cancel to ~eps c.
+            B.append(C[-1] @ np.linalg.pinv(S[-1], hermitian=True))
+            R = y - B[-1] @ x
+            m.append(0.5 * float(np.sum(R * R)) / n)
+        q = cls(np.stack(S), np.stack(C), np.array(c), np.array(N), np.array(m))
+        object.__setattr__(q, "_B", np.stack(B))
+        return q
 
     # -- shape ----------------------------------------------------------------------------------
     @property
@@ -128,6 +139,7 @@ class Quadratics:
             self.C[sl],
             self.c[sl],
             None if self.N is None else self.N[sl],
+            None if self.m is None else self.m[sl],
         )
 
     # -- evaluation -----------------------------------------------------------------------------
@@ -151,6 +163,8 @@ class Quadratics:
         """Per-task minimum values ``f_t(B_t)``, shape (T,) (population: zeros)."""
         if self.S is None:
             return np.zeros(self.T)
+        if self.m is not None:
+            return self.m
         B = self.least_squares()
         return np.maximum(0.5 * (self.c - np.einsum("tij,tij->t", B @ self.S, B)), 0.0)
 

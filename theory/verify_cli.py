@@ -349,6 +349,15 @@ def _summary(res) -> list[str]:
     elif key == "spurious":
         for label, row in n["end_points"].items():
             lines.append(f"{label}: end points {row}")
+        for solver, row in n["classes"].items():
+            lines.append(
+                f"{solver}: "
+                + ", ".join(
+                    f"{kind} {c['count']}/{c['runs']} "
+                    f"[{100 * c['wilson95'][0]:.2g}-{100 * c['wilson95'][1]:.2g} %]"
+                    for kind, c in row.items()
+                )
+            )
         lines.append(
             f"spurious minima: {n['spurious_found']} runs on {n['instances_with_spurious']} "
             "instances (kept with --save-dir)"
