@@ -37,6 +37,12 @@ PROFILES: dict[str, tuple[str, dict, dict]] = {
         {"reps": 10},
     ),
     "beyond": ("check_beyond", {"reps": 2}, {"reps": 20}),
+    # Beyond the paper (issue 13): measurements in loraml.theory.questions.
+    "rank_misspecified": (
+        "check_rank_misspecified",
+        {"instances": 3, "landscape_instances": 3, "starts": 2},
+        {"instances": 20, "landscape_instances": 40, "starts": 5},
+    ),
 }
 COUNT_ARG = {"retraining": "reps", "convex": "reps", "beyond": "reps"}
 

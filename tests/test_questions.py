@@ -1,0 +1,169 @@
+"""Beyond the paper (issue 13): the qualitative findings of each question on small seeded instances,
+and the README's numbers against the committed ``loraml verify --json`` output they come from."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import loraml.theory as th
+from loraml.cli import main
+from loraml.theory import checks
+from loraml.theory import questions as qn
+from loraml.theory.linalg import psd_factor
+
+ROOT = Path(__file__).resolve().parents[1]
+VERIFY_DIR = ROOT / "figures" / "output" / "verify"
+
+
+# ---------------------------------------------------------------------------------------------
+# Wilson interval
+# ---------------------------------------------------------------------------------------------
+def test_wilson_interval_matches_hand_computed_values():
+    # 10/20: p = 0.5, centre 0.5, half-width 1.96 sqrt(0.25/20 + 1.96^2/1600) / (1 + 1.96^2/20)
+    lo, hi = qn.wilson(10, 20)
+    assert lo == pytest.approx(0.2993, abs=1e-4) and hi == pytest.approx(0.7007, abs=1e-4)
+    lo, hi = qn.wilson(0, 20)  # not empty at 0: upper end z^2 / (n + z^2)
+    assert lo == 0.0 and hi == pytest.approx(1.96**2 / (20 + 1.96**2), rel=1e-12)
+    assert qn.wilson(20, 20)[1] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. rank_misspecified
+# ---------------------------------------------------------------------------------------------
+def test_overparameterised_zero_loss_set_contains_the_cone_below_a_star():
+    """The derivation of check_rank_misspecified, without any solver: A* - D with D >= 0 of rank
+    k' - k, adapters U_t U_t^T = P_t + D, has zero loss at rank k' (and is not A*)."""
+    rng = np.random.default_rng(3)
+    fam = th.draw_family(7, 4, 1, rng)
+    w = rng.standard_normal((7, 1))
+    for c in (0.1, 10.0, 1000.0):  # unbounded along the cone
+        D = c * w @ w.T
+        P = fam.perturbations()
+        U = psd_factor(P + D, 2)
+        r = qn.task_residuals(fam, fam.A_star - D, U)
+        assert r.max() < 1e-10 * max(1.0, c)
+        # the unseen task's residual P_test + D has rank k' = 2: rank-2 fine-tuning exact
+        resid = fam.test_targets()[0] - (fam.A_star - D)
+        assert qn.finetune_floor(resid, 2) < 1e-20 * np.sum(resid**2)
+        P_test = fam.test_targets()[0] - fam.A_star
+        assert qn.finetune_floor(resid, 1) > 1e-3 * np.sum(P_test**2)  # rank k is not
+
+
+def test_rank_misspecified_finds_no_recovery_above_k_and_exact_rank_kprime_finetuning_at_T5():
+    rng = np.random.default_rng(0)
+    data = qn.rank_misspecified_cell(rng, d=8, T=5, k=1, ranks=[1, 2], instances=3)
+    rec = data["record"]  # (instance, k', field)
+    assert np.all(rec[:, 0, 0] < 1e-8)  # k' = k: A* recovered
+    assert np.all(rec[:, 1, 1] < qn.ZERO_RTOL)  # k' = 2: zero loss ...
+    assert np.all(rec[:, 1, 0] > 1e-3)  # ... but not A*
+    assert np.all(rec[:, 1, 2] < 1e-6)  # A_hat - A* negative semidefinite (the cone's branch)
+    assert np.all(rec[:, 1, 3] <= 1)  # of rank <= k' - k
+    assert np.all(rec[:, 1, 5] < 1e-16)  # rank-k' fine-tuning exact
+    assert np.all(rec[:, 1, 4] > 1e-8)  # rank-k fine-tuning is not
+
+
+def test_underparameterised_lora_ml_has_no_zero_loss_point():
+    rng = np.random.default_rng(1)
+    data = qn.rank_misspecified_cell(rng, d=10, T=3, k=2, ranks=[1], instances=2)
+    rec = data["record"][:, 0]
+    assert np.all(rec[:, 1] > 1e-2)  # per-task residual far from zero
+    assert np.all(rec[:, 0] > 1e-2)
+
+
+def test_one_extra_adapter_column_removes_the_bad_ends_of_a_seeded_tight_instance():
+    """d = 4, T = 3, k = 1 with spread task scales: from the same random starts, rank 1 ends away
+    from zero loss on some starts, rank 2 on none."""
+    data = qn.rank_misspecified_landscape(
+        np.random.default_rng(8), d=4, T=3, k=1, spread=1.0, ranks=[1, 2], instances=1, starts=4
+    )
+    classes = data["classes"][0]
+    assert np.sum(classes[:, 0] != 0) >= 1
+    assert np.all(classes[:, 1] == 0)
+
+
+def test_rank_misspecified_verify_key_reports_fractions_with_intervals(capsys):
+    code = main(["verify", "--quick", "--json", "--only", "rank_misspecified"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    r = report["rank_misspecified"]
+    assert r["held"] is None and r["claimed"] is False
+    cell = r["numbers"]["cells"]["T=3,k=1,d=6"]
+    lo, hi = cell["k'=1"]["recovered"]["wilson95"]
+    assert 0 <= lo <= cell["k'=1"]["recovered"]["p"] <= hi <= 1
+    assert cell["k'=2"]["recovered"]["k"] == 0  # over-parameterised: A* not recovered
+    assert callable(checks.check_rank_misspecified)
+
+
+# ---------------------------------------------------------------------------------------------
+# README numbers come from the committed verify JSON
+# ---------------------------------------------------------------------------------------------
+def _g(x: float) -> str:
+    """Two significant digits as the README writes them (0.66, 1.5e-4, 1.2e-26)."""
+    if x >= 1e-2:
+        return f"{x:.2g}"
+    m, e = f"{x:.1e}".split("e")
+    return f"{m}e{int(e)}"
+
+
+def _frac(v: dict) -> str:
+    return f"{v['k']}/{v['n']}"
+
+
+def _section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Beyond the paper")
+    return re.sub(r"\s+", " ", text[start : text.index("\n## ", start + 5)])
+
+
+def test_readme_rank_misspecified_numbers_come_from_the_committed_json():
+    n = json.loads((VERIFY_DIR / "rank_misspecified.json").read_text())["rank_misspecified"]
+    n = n["numbers"]
+    readme = _section()
+    cells = n["cells"]
+    over = [
+        row
+        for name, c in cells.items()
+        for kp, row in c.items()
+        if int(kp.split("=")[1]) > int(name.split("k=")[1].split(",")[0])
+    ]
+    assert len(over) == 10 and all(r["recovered"]["k"] == 0 for r in over)
+    assert all(r["zero_loss"]["k"] == r["zero_loss"]["n"] == 20 for r in over)
+    assert "0/20 instances in each of the 10 over-parameterised cells" in readme
+    t5, t4, t3 = cells["T=5,k=1,d=8"], cells["T=4,k=1,d=7"], cells["T=3,k=1,d=6"]
+    k2 = cells["T=3,k=2,d=10"]
+    K1, K2, K3 = "k'=1", "k'=2", "k'=3"
+    expected = [
+        f"{_frac(t5[K2]['negative_semidefinite_error'])} instances at T = 5",
+        f"only {_frac(t4[K3]['negative_semidefinite_error'])} at T = 4, k' = 3",
+        f"{_frac(t3[K2]['negative_semidefinite_error'])} at T = 3, k' = 2",
+        f"loss {_g(t4[K2]['median_rank_kprime_finetune_loss'])} of the unadapted loss",
+        f"median {_g(t4[K2]['median_rank_k_finetune_loss'])} of it",
+        f"leaves {_g(t3[K2]['median_rank_kprime_finetune_loss'])} (k = 1, k' = 2)",
+        f"({_frac(k2[K1]['zero_loss'])}), the median error of A_hat is "
+        f"{_g(k2[K1]['median_A_relative_error'])}",
+        f"leaves {_g(k2[K1]['median_rank_k_finetune_loss'])} of the",
+    ]
+    for text in expected:
+        assert text in readme, text
+    assert t5[K3]["negative_semidefinite_error"]["k"] == 20
+    assert t4[K2]["negative_semidefinite_error"]["k"] == 20
+    exact = [r["max_rank_2k_plus_kprime_finetune_loss_at_zero_loss"] for r in over]
+    assert max(exact) < 1e-20  # "Rank 2k + k' fine-tuning is exact at every zero-loss point"
+    land = n["landscape"]
+    assert land["setting"] == {"T": 3, "k": 1, "d": 4, "spread": 1.0, "starts": 5}
+    r1, r2, r3 = land["k'=1"], land["k'=2"], land["k'=3"]
+    expected = [
+        f"rank 1 ends at zero loss on {_frac(r1['zero_loss'])} starts",
+        f"nonzero-loss point on {_frac(r1['stuck'])} and runs away on {_frac(r1['runaway'])}",
+        f"(k' = 2) {_frac(r2['zero_loss'])} reach",
+        f"below {100 * r2['stuck']['wilson95'][1]:.1f} %",
+        f"k' = 3 {_frac(r3['zero_loss'])} do",
+    ]
+    for text in expected:
+        assert text in readme, text
+    assert r2["runaway"]["wilson95"][1] == r2["stuck"]["wilson95"][1]
