@@ -3,6 +3,8 @@
 - ``rank-misspecified``: LoRA-ML retrained with adapter rank k' != k
   (:func:`loraml.theory.questions.rank_misspecified_cell` and
   :func:`loraml.theory.questions.rank_misspecified_landscape`).
+- ``t2-selection``: which T = 2 global minimum each algorithm picks
+  (:func:`loraml.theory.questions.t2_selection_cell`), with the predicted max-trace member.
 
 Each figure computes the same quantities as the ``loraml verify`` key of the same name (with ``_``
 for ``-``), from the same functions of :mod:`loraml.theory.questions`.
@@ -136,4 +138,84 @@ RANK_MISSPECIFIED = FigureSpec(
     version="1",
 )
 
-FIGURES = [RANK_MISSPECIFIED]
+
+# ---------------------------------------------------------------------------------------------
+# t2-selection
+# ---------------------------------------------------------------------------------------------
+def t2_selection_run(
+    rng: np.random.Generator, *, d: int, instances: int, starts: int, rounds: int
+) -> RunResult:
+    """One dimension of :func:`loraml.theory.questions.t2_selection_cell`."""
+    return qn.t2_selection_cell(rng, d=d, instances=instances, starts=starts, rounds=rounds)
+
+
+def _t2_runs(s: dict[str, Any]) -> list[Run]:
+    kw = {key: s[key] for key in ("instances", "starts", "rounds")}
+    return [Run(t2_selection_run, {"d": d, **kw}, (i,), cost=3.0) for i, d in enumerate(s["dims"])]
+
+
+def _t2_assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult:
+    return {f"d{d}_{key}": r[key] for d, r in zip(s["dims"], results, strict=True) for key in r}
+
+
+_T2_LABELS = ("paper GD (small init)", "fast solver (spectral)", "SDP (max trace)",
+              "fast solver, random starts", "uniform family member")  # fmt: skip
+
+
+def _t2_draw(data: RunResult, s: dict[str, Any]):
+    from loraml.figures import plot
+
+    fig, axes = plot.figure(ncols=3, width=13.0, height=3.9)
+    jit = np.random.default_rng(0)  # horizontal jitter of the points only
+    n_m = len(_T2_LABELS)
+    for ax, field, ylabel in zip(axes, (0, 2, 3), (
+        "|c| (family parameter; 0 = A*)",
+        "rank-k fine-tuning loss / (1/2 ||P_test||^2)",
+        "rank-2k fine-tuning loss / (1/2 ||P_test||^2)",
+    ), strict=True):  # fmt: skip
+        for g, d in enumerate(s["dims"]):
+            rec, rand = data[f"d{d}_record"], data[f"d{d}_random"]
+            values = [rec[:, m, field] for m in range(3)]
+            values += [rand[:, m, :, field].ravel() for m in range(2)]
+            for m, v in enumerate(values):
+                st = plot.style(m)
+                v = np.abs(v) if field == 0 else v
+                x = g + (m - (n_m - 1) / 2) * 0.16
+                ax.plot(x + jit.uniform(-0.04, 0.04, v.size), np.maximum(v, 1e-12),
+                        linestyle="none", marker=st["marker"], color=st["color"], alpha=0.35,
+                        markersize=3)  # fmt: skip
+                ax.plot([x - 0.07, x + 0.07], [np.median(v)] * 2, color=st["color"], linewidth=2.5,
+                        label=_T2_LABELS[m] if g == 0 else None)  # fmt: skip
+            if field == 0:
+                c_star = np.abs(data[f"d{d}_c_star"])
+                label = "predicted max-trace |c*| (median)" if g == 0 else None
+                ax.plot([g - 0.45, g + 0.45], [np.median(c_star)] * 2, color="k", linestyle=":",
+                        linewidth=1, label=label)  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(s["dims"])), [f"d = {d}" for d in s["dims"]])
+        ax.set_ylabel(ylabel)
+    axes[0].set_title("which global minimum (T = 2, k = 1)")
+    axes[1].set_title("unseen task, rank-k fine-tuning")
+    axes[2].set_title("unseen task, rank-2k fine-tuning")
+    axes[0].legend(loc="lower left", fontsize=6)
+    fig.suptitle(
+        f"t2-selection: {s['instances']} families per d, {s['starts']} random starts / family "
+        f"members each; paper GD = {s['rounds']} rounds + L-BFGS; bars: medians"
+    )
+    return fig
+
+
+_T2_FULL: dict[str, Any] = {"dims": list(qn.T2_DIMS), "instances": 20, "starts": 5, "rounds": 1000}
+T2_SELECTION = FigureSpec(
+    name="t2-selection",
+    summary="T = 2: the global minimum each algorithm picks, and its fine-tuning loss",
+    full=_T2_FULL,
+    quick={**_T2_FULL, "instances": 6, "starts": 3, "rounds": 300},
+    runs=_t2_runs,
+    assemble=_t2_assemble,
+    draw=_t2_draw,
+    seed=132,
+    version="1",
+)
+
+FIGURES = [RANK_MISSPECIFIED, T2_SELECTION]

@@ -167,3 +167,75 @@ def test_readme_rank_misspecified_numbers_come_from_the_committed_json():
     for text in expected:
         assert text in readme, text
     assert r2["runaway"]["wilson95"][1] == r2["stuck"]["wilson95"][1]
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. t2_selection
+# ---------------------------------------------------------------------------------------------
+def test_max_trace_parameter_maximises_the_trace_over_the_t2_family():
+    """The closed form c* of t2_max_trace_parameter against a grid search over the explicit
+    family of Theorem 4 (landscape.t2_global_minimum), which the formula does not use."""
+    from loraml.theory.landscape import t2_global_minimum
+
+    rng = np.random.default_rng(5)
+    for d in (3, 8):
+        fam = th.draw_family(d, 2, 1, rng)
+        cs = np.linspace(-0.999, 0.999, 20001)
+        traces = [
+            np.trace(t2_global_minimum(fam.A_star, fam.U_star, np.array([[c]]))[0]) for c in cs
+        ]
+        c_grid = cs[int(np.argmax(traces))]
+        assert qn.t2_max_trace_parameter(fam) == pytest.approx(c_grid, abs=2e-4)
+        A_c, _ = t2_global_minimum(fam.A_star, fam.U_star, np.array([[c_grid]]))
+        assert qn.t2_family_parameter(fam, A_c) == pytest.approx(c_grid, abs=1e-9)
+
+
+def test_fast_solver_and_sdp_pick_the_max_trace_member_and_paper_gd_one_nearer_a_star():
+    data = qn.t2_selection_cell(np.random.default_rng(2), d=10, instances=3, starts=1, rounds=300)
+    rec, c_star = data["record"], data["c_star"]
+    assert np.all(rec[:, 0, 4] < qn.ZERO_RTOL)  # paper GD (+ L-BFGS) at a global minimum
+    assert np.all(np.abs(rec[:, 1, 0] - c_star) < 1e-6)  # fast solver: c = c*
+    assert np.all(np.abs(rec[:, 2, 0] - c_star) < 1e-6)  # SDP: c = c*
+    # implicit bias of small initialisation: closer to A* (c = 0) than the max-trace member
+    assert np.median(np.abs(rec[:, 0, 0])) < np.median(np.abs(c_star))
+    assert np.median(rec[:, 0, 2]) < np.median(rec[:, 1, 2])  # smaller rank-k fine-tuning loss
+
+
+def _wil(v: dict) -> str:
+    return "[" + ", ".join(f"{x:.2f}" for x in v["wilson95"]) + "]"
+
+
+def test_readme_t2_selection_numbers_come_from_the_committed_json():
+    n = json.loads((VERIFY_DIR / "t2_selection.json").read_text())["t2_selection"]["numbers"]
+    D = [n["by_d"][f"d={d}"] for d in (4, 10, 20)]
+    readme = _section()
+
+    def three(method: str, field: str) -> str:
+        return ", ".join(_g(r[method][field]) for r in D)
+
+    fast_gap = max(r["fast"]["max_abs_c_minus_c_star"] for r in D)
+    sdp_gap = max(r["sdp"]["max_abs_c_minus_c_star"] for r in D)
+    assert fast_gap < 1e-9 and sdp_gap < 1e-6  # both land on the max-trace member
+    expected = [
+        f"at most {_g(fast_gap)} (fast solver) and {_g(sdp_gap)} (SDP)",
+        f"is {_g(D[1]['paper_gd']['median_abs_c'])} at d = 10 and "
+        f"{_g(D[2]['paper_gd']['median_abs_c'])} at d = 20 against "
+        f"{_g(D[1]['fast']['median_abs_c'])} and {_g(D[2]['fast']['median_abs_c'])}",
+        f"{_g(D[0]['paper_gd']['median_abs_c'])} against {_g(D[0]['fast']['median_abs_c'])}",
+        f"median `|c|` {three('random_starts', 'median_abs_c')} (d = 4, 10, 20)",
+        f"median {three('paper_gd', 'median_rank_k_finetune_loss')} after the paper's descent",
+        f"{three('fast', 'median_rank_k_finetune_loss')} after the fast solver or the SDP",
+        f"{three('random_starts', 'median_rank_k_finetune_loss')} after a random start",
+        f"{three('family_uniform', 'median_rank_k_finetune_loss')} at a uniformly drawn",
+        ", ".join(_frac(r["paper_gd_below_median_random_start"]) for r in D) + " families",
+        "the fast solver on " + ", ".join(_frac(r["paper_gd_below_fast"]) for r in D),
+        "(Wilson intervals " + ", ".join(_wil(r["paper_gd_below_fast"]) for r in D),
+        f"(median {three('paper_gd', 'median_rank_2k_finetune_loss')} after the descent, "
+        f"{three('fast', 'median_rank_2k_finetune_loss')} after the max-trace member)",
+        f"moved one end by {_g(D[0]['paper_gd']['max_polish_distance'])} relative",
+    ]
+    for text in expected:
+        assert text in readme, text
+    # "beyond doubt only at d = 10": the Wilson interval excludes 1/2 there and only there
+    lows = [r["paper_gd_below_fast"]["wilson95"][0] for r in D]
+    assert [lo > 0.5 for lo in lows] == [False, True, False]

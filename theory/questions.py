@@ -301,3 +301,186 @@ def check_rank_misspecified(
         start,
         out,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. t2_selection
+# ---------------------------------------------------------------------------------------------
+T2_METHODS = ("paper_gd", "fast", "sdp", "random_starts", "family_uniform")
+T2_DIMS = (4, 10, 20)
+
+
+def t2_family_parameter(fam: TaskFamily, A: np.ndarray) -> float:
+    r"""The parameter c of a T = 2, k = 1 zero-loss base in the family of Theorem 4.
+
+    :func:`loraml.theory.landscape.t2_global_minimum` writes the family as
+    ``A(c) - A* = W (I - H(c)) W^T`` with ``W = [U_1*, U_2*]`` and
+    ``H(c) = [[1, c], [c, 1]]^{-1}``; so ``H = I - W^+ (A - A*) W^+T`` and ``c = (H^{-1})_{12}``
+    (exact for a zero-loss point, a least-squares reading otherwise).
+    """
+    W = np.concatenate([fam.U_star[0], fam.U_star[1]], axis=1)
+    Wp = np.linalg.pinv(W)
+    H = np.eye(2) - Wp @ (A - fam.A_star) @ Wp.T
+    return float(np.linalg.inv(0.5 * (H + H.T))[0, 1])
+
+
+def t2_max_trace_parameter(fam: TaskFamily) -> float:
+    r"""The member of the T = 2, k = 1 family with the largest trace (first-order prediction).
+
+    With ``G = W^T W`` (``W = [U_1*, U_2*]``), ``s = G_11 + G_22`` and ``g = G_12``,
+    ``tr A(c) - tr A* = tr((I - H(c)) G) = (2 c g - c^2 s) / (1 - c^2)``. Its derivative vanishes
+    where ``g c^2 - s c + g = 0``; the root in (-1, 1) (``2|g| <= s``: Cauchy-Schwarz, AM-GM) is
+
+        ``c* = (s - sqrt(s^2 - 4 g^2)) / (2 g)``   (``c* = 0`` when ``g = 0``),
+
+    and ``c* ~ g / s``, of order ``1 / sqrt(d)`` for Gaussian factors. The SDP
+    ``max tr(A) s.t. A <= A_t*`` contains the family, so if its optimum has zero LoRA-ML loss it is
+    ``A(c*)``; the fast solver's spectral start is predicted to land there too (measured).
+    """
+    W = np.concatenate([fam.U_star[0], fam.U_star[1]], axis=1)
+    G = W.T @ W
+    s, g = float(G[0, 0] + G[1, 1]), float(G[0, 1])
+    if g == 0.0:
+        return 0.0
+    return (s - np.sqrt(max(s * s - 4 * g * g, 0.0))) / (2 * g)
+
+
+def _t2_fields(fam: TaskFamily, A: np.ndarray, U: np.ndarray | None) -> tuple[float, ...]:
+    """c, relative error of A, rank-k and rank-2k fine-tuning loss (relative), max_t r_t."""
+    test = fam.test_targets()[0]
+    L0 = 0.5 * float(np.sum((test - fam.A_star) ** 2))
+    return (
+        t2_family_parameter(fam, A),
+        float(np.linalg.norm(A - fam.A_star) / np.linalg.norm(fam.A_star)),
+        finetune_floor(test - A, 1) / L0,
+        finetune_floor(test - A, 2) / L0,
+        float(task_residuals(fam, A, U).max()) if U is not None else np.nan,
+    )
+
+
+def t2_selection_cell(
+    rng: np.random.Generator, *, d: int, instances: int, starts: int, rounds: int
+) -> dict[str, np.ndarray]:
+    r"""T = 2, k = 1: which global minimum each algorithm picks, and what it costs to fine-tune.
+
+    Per generic population family (d, T = 2, k = 1) the base of
+
+    - ``paper_gd``: the paper's schedule (:func:`loraml.theory.lora_ml_paper_gd`, A = 0 and
+      ``U_t ~ N(0, 0.1^2)``, ``rounds`` rounds of 10 adapter steps and one base step), finished by
+      L-BFGS (:func:`loraml.theory.landscape.polish`; it moves the point by ``polish_distance``);
+    - ``fast``: :func:`loraml.theory.solve_lora_ml` from its spectral start;
+    - ``sdp``: :func:`loraml.theory.convex.sdp_relaxation` (max-trace point);
+    - ``random_starts``: the fast solver from ``starts`` random starts
+      (:func:`loraml.theory.landscape.random_start`);
+    - ``family_uniform``: ``starts`` members of the explicit family with ``c ~ U(-1, 1)``
+      (:func:`loraml.theory.landscape.t2_global_minimum`): a "random global minimum".
+
+    Fields (last axis of ``"record"`` and ``"random"``): family parameter c
+    (:func:`t2_family_parameter`), ``||A_hat - A*|| / ||A*||``, rank-k and rank-2k fine-tuning
+    loss on the unseen task over ``1/2 ||P_test||_F^2``, and ``max_t r_t``.
+
+    Returns
+    -------
+    dict
+        ``"record"`` (instances, 3, 5) for paper_gd, fast, sdp; ``"random"`` (instances, 2, starts,
+        5) for random_starts and family_uniform; ``"c_star"`` (instances,) the predicted max-trace
+        parameter; ``"polish_distance"`` (instances,).
+    """
+    from loraml.theory.convex import sdp_relaxation
+    from loraml.theory.landscape import polish, t2_global_minimum
+    from loraml.theory.retraining import lora_ml_paper_gd
+
+    rec = np.empty((instances, 3, 5))
+    rand = np.empty((instances, 2, starts, 5))
+    c_star = np.empty(instances)
+    moved = np.empty(instances)
+    for i in range(instances):
+        fam = draw_generic_family(rng, d, 2, 1)
+        q = fam.population()
+        gd = lora_ml_paper_gd(q, 1, rng, rounds=rounds)
+        A_gd, U_gd, moved[i] = polish(q, 1, gd.A, gd.U)
+        rec[i, 0] = _t2_fields(fam, A_gd, U_gd)
+        fast = solve_lora_ml(q, 1)
+        rec[i, 1] = _t2_fields(fam, fast.A, fast.U)
+        rec[i, 2] = _t2_fields(fam, sdp_relaxation(q).A, None)
+        for s in range(starts):
+            res = solve_lora_ml(q, 1, init=random_start(q, 1, rng))
+            rand[i, 0, s] = _t2_fields(fam, res.A, res.U)
+            A_c, U_c = t2_global_minimum(fam.A_star, fam.U_star, rng.uniform(-1, 1, (1, 1)))
+            rand[i, 1, s] = _t2_fields(fam, A_c, U_c)
+        c_star[i] = t2_max_trace_parameter(fam)
+    return {"record": rec, "random": rand, "c_star": c_star, "polish_distance": moved}
+
+
+def check_t2_selection(
+    rng: np.random.Generator,
+    *,
+    instances: int = 20,
+    starts: int = 5,
+    rounds: int = 1000,
+    dims: Sequence[int] = T2_DIMS,
+) -> CheckResult:
+    r"""Measurement: which T = 2 global minimum each algorithm selects (issue 13, question 2).
+
+    For T = 2 the zero-loss set is a continuous family ``A(C)``, ``||C||_2 < 1`` (Theorems 2 and
+    4; :func:`loraml.theory.landscape.t2_global_minimum`); for k = 1 it is one parameter
+    ``c in (-1, 1)``, ``c = 0`` being A*. Per dimension in ``dims``, ``instances`` families and
+    the algorithms of :func:`t2_selection_cell`. Reported per method: the median ``|c|``, median
+    ``||A_hat - A*|| / ||A*||``, median rank-k and rank-2k fine-tuning loss relative to not
+    adapting (``1/2 ||P_test||^2``); for the fast solver and the SDP the largest distance from the
+    predicted max-trace parameter ``c*`` (:func:`t2_max_trace_parameter`); and the fraction of
+    instances where the paper's gradient descent leaves a smaller rank-k fine-tuning loss than the
+    median random start and than the median uniform family member on the same instance (Wilson
+    intervals). ``rounds`` rounds of the paper's schedule (it uses 3000) are finished by L-BFGS;
+    the polish distance is reported.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> res = check_t2_selection(np.random.default_rng(0), instances=1, starts=1, rounds=50,
+    ...     dims=[4])
+    >>> res.numbers["by_d"]["d=4"]["fast"]["max_abs_c_minus_c_star"] < 1e-6
+    True
+    """
+    start = time.perf_counter()
+    out: dict = {"k": 1, "T": 2, "rounds": rounds, "starts": starts, "by_d": {}}
+    for d in dims:
+        data = t2_selection_cell(rng, d=d, instances=instances, starts=starts, rounds=rounds)
+        rec, rand, c_star = data["record"], data["random"], data["c_star"]
+        row: dict = {}
+        per_method = {
+            "paper_gd": rec[:, 0],
+            "fast": rec[:, 1],
+            "sdp": rec[:, 2],
+            "random_starts": rand[:, 0].reshape(-1, 5),
+            "family_uniform": rand[:, 1].reshape(-1, 5),
+        }
+        for name, r in per_method.items():
+            row[name] = {
+                "median_abs_c": float(np.median(np.abs(r[:, 0]))),
+                "median_A_relative_error": float(np.median(r[:, 1])),
+                "median_rank_k_finetune_loss": float(np.median(r[:, 2])),
+                "median_rank_2k_finetune_loss": float(np.median(r[:, 3])),
+            }
+        for j, name in ((1, "fast"), (2, "sdp")):
+            row[name]["max_abs_c_minus_c_star"] = float(np.max(np.abs(rec[:, j, 0] - c_star)))
+        row["paper_gd"]["max_task_residual"] = float(np.max(rec[:, 0, 4]))
+        row["paper_gd"]["max_polish_distance"] = float(np.max(data["polish_distance"]))
+        row["random_starts"]["max_task_residual"] = float(np.max(rand[:, 0, :, 4]))
+        row["median_abs_c_star"] = float(np.median(np.abs(c_star)))
+        gd_k = rec[:, 0, 2]
+        row["paper_gd_below_median_random_start"] = fraction(
+            int(np.sum(gd_k < np.median(rand[:, 0, :, 2], axis=1))), instances
+        )
+        row["paper_gd_below_median_family_member"] = fraction(
+            int(np.sum(gd_k < np.median(rand[:, 1, :, 2], axis=1))), instances
+        )
+        row["paper_gd_below_fast"] = fraction(int(np.sum(gd_k < rec[:, 1, 2])), instances)
+        out["by_d"][f"d={d}"] = row
+    return _measurement(
+        "t2_selection",
+        "T = 2: which global minimum each algorithm picks and its fine-tuning loss (measurement)",
+        instances * len(dims),
+        start,
+        out,
+    )

@@ -43,6 +43,11 @@ PROFILES: dict[str, tuple[str, dict, dict]] = {
         {"instances": 3, "landscape_instances": 3, "starts": 2},
         {"instances": 20, "landscape_instances": 40, "starts": 5},
     ),
+    "t2_selection": (
+        "check_t2_selection",
+        {"instances": 2, "starts": 2, "rounds": 300, "dims": [4, 10]},
+        {"instances": 20, "starts": 5, "rounds": 1000},
+    ),
 }
 COUNT_ARG = {"retraining": "reps", "convex": "reps", "beyond": "reps"}
 
