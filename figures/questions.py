@@ -5,6 +5,10 @@
   :func:`loraml.theory.questions.rank_misspecified_landscape`).
 - ``t2-selection``: which T = 2 global minimum each algorithm picks
   (:func:`loraml.theory.questions.t2_selection_cell`), with the predicted max-trace member.
+- ``landscape-map``: where random starts end, by gap d - k(T+1), task-scale spread, T and k
+  (:func:`loraml.theory.questions.landscape_map_cell`).
+- ``misspecified``: perturbations that are not exactly rank-k PSD
+  (:func:`loraml.theory.questions.misspecified_cell`), with the first-order slopes.
 
 Each figure computes the same quantities as the ``loraml verify`` key of the same name (with ``_``
 for ``-``), from the same functions of :mod:`loraml.theory.questions`.
@@ -218,4 +222,187 @@ T2_SELECTION = FigureSpec(
     version="1",
 )
 
-FIGURES = [RANK_MISSPECIFIED, T2_SELECTION]
+
+# ---------------------------------------------------------------------------------------------
+# landscape-map
+# ---------------------------------------------------------------------------------------------
+def landscape_map_run(
+    rng: np.random.Generator, *, T: int, k: int, gap: int, spread: float, instances: int,
+    starts: int,
+) -> RunResult:  # fmt: skip
+    """One cell of :func:`loraml.theory.questions.landscape_map_cell`."""
+    return qn.landscape_map_cell(
+        rng, T=T, k=k, gap=gap, spread=spread, instances=instances, starts=starts
+    )
+
+
+def _map_cells(s: dict[str, Any]) -> list[tuple[int, int, int, float]]:
+    return qn.landscape_map_cells(s["gaps"], s["spreads"], s["Ts"], s["ks"])
+
+
+def _map_runs(s: dict[str, Any]) -> list[Run]:
+    kw = {"instances": s["instances"], "starts": s["starts"]}
+    return [
+        Run(landscape_map_run, {"T": T, "k": k, "gap": g, "spread": sp, **kw}, (i,), cost=1.0 + k)
+        for i, (T, k, g, sp) in enumerate(_map_cells(s))
+    ]
+
+
+def _map_assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult:
+    return {
+        "cells": np.array(_map_cells(s), dtype=float),  # (cell, [T, k, gap, spread])
+        "classes": np.stack([r["classes"] for r in results]),  # (cell, instance, start)
+    }
+
+
+def _map_draw(data: RunResult, s: dict[str, Any]):
+    from loraml.figures import plot
+
+    fig, (ax1, ax2) = plot.figure(ncols=2, width=11.5, height=4.0)
+    cells, classes = data["cells"], data["classes"]
+    n = classes.shape[1] * classes.shape[2]
+    gaps, spreads = s["gaps"], s["spreads"]
+    grid = np.full((len(gaps), len(spreads)), np.nan)
+    bad_all = [np.mean(classes[c] != 0) for c in range(len(cells))]
+    vmax = max(0.1, float(np.max(bad_all)))
+    for c, (T, k, g, sp) in enumerate(cells):
+        if T == 3 and k == 1 and g in gaps and sp in spreads:
+            i, j = gaps.index(int(g)), spreads.index(float(sp))
+            bad = int(np.sum(classes[c] != 0))
+            grid[i, j] = bad / n
+            ax1.text(j, i, f"{bad}/{n}", ha="center", va="center", fontsize=8,
+                     color="white" if bad / n > 0.5 * vmax else "black")  # fmt: skip
+    im = ax1.imshow(grid, cmap="Greys", vmin=0, vmax=vmax,
+                    origin="lower", aspect="auto")  # fmt: skip
+    fig.colorbar(im, ax=ax1, label="fraction of runs not at zero loss")
+    ax1.set_xticks(range(len(spreads)), [str(v) for v in spreads])
+    ax1.set_yticks(range(len(gaps)), [str(v) for v in gaps])
+    ax1.set_xlabel("spread of task scales (U_t* x exp(spread N(0,1)))")
+    ax1.set_ylabel("gap d - k(T+1)")
+    ax1.set_title("T = 3, k = 1: random starts not ending at zero loss")
+    # T and k at the tight dimension, spread 1
+    rows = [(c, f"T={int(T)}, k={int(k)}") for c, (T, k, g, sp) in enumerate(cells)
+            if g == 0 and sp == qn.MAP_SWEEP_SPREAD]  # fmt: skip
+    for m, name in ((1, "stuck (nonzero loss)"), (2, "runaway")):
+        st = plot.style(m)
+        counts = np.array([int(np.sum(classes[c] == m)) for c, _ in rows])
+        p = counts / n
+        lo_hi = np.array([qn.wilson(int(v), n) for v in counts])
+        xs = np.arange(len(rows)) + (m - 1.5) * 0.35
+        ax2.bar(xs, p, 0.35, color=st["color"], label=name)
+        ax2.errorbar(xs, p, yerr=[p - lo_hi[:, 0], lo_hi[:, 1] - p], fmt="none", ecolor="k",
+                     capsize=2, linewidth=0.8)  # fmt: skip
+    ax2.set_xticks(range(len(rows)), [label for _, label in rows])
+    ax2.set_ylabel(f"fraction of {n} runs (95 % Wilson)")
+    ax2.set_title(f"tight d = k(T+1), spread {qn.MAP_SWEEP_SPREAD}: by T and k")
+    ax2.legend(loc="upper right")
+    fig.suptitle(
+        f"landscape-map: fast solver from random starts, {classes.shape[1]} families x "
+        f"{classes.shape[2]} starts per cell; ends classified by per-task relative residuals"
+    )
+    return fig
+
+
+_MAP_FULL: dict[str, Any] = {
+    "gaps": list(qn.MAP_GAPS),
+    "spreads": list(qn.MAP_SPREADS),
+    "Ts": list(qn.MAP_TS),
+    "ks": list(qn.MAP_KS),
+    "instances": 20,
+    "starts": 5,
+}
+LANDSCAPE_MAP = FigureSpec(
+    name="landscape-map",
+    summary="random-start ends of LoRA-ML by gap d-k(T+1), task-scale spread, T and k",
+    full=_MAP_FULL,
+    quick={**_MAP_FULL, "instances": 4, "starts": 2},
+    runs=_map_runs,
+    assemble=_map_assemble,
+    draw=_map_draw,
+    seed=134,
+    version="1",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# misspecified
+# ---------------------------------------------------------------------------------------------
+def misspecified_run(
+    rng: np.random.Generator, *, d: int, T: int, k: int, kind: str, eps: list, instances: int
+) -> RunResult:
+    """One kind of :func:`loraml.theory.questions.misspecified_cell`."""
+    return qn.misspecified_cell(rng, d=d, T=T, k=k, kind=kind, eps_values=eps, instances=instances)
+
+
+def _mis_runs(s: dict[str, Any]) -> list[Run]:
+    kw = {key: s[key] for key in ("d", "T", "k", "eps", "instances")}
+    return [Run(misspecified_run, {"kind": kind, **kw}, (i,)) for i, kind in enumerate(s["kinds"])]
+
+
+def _mis_assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult:
+    out: RunResult = {"eps": results[0]["eps"]}
+    out.update({f"{kind}_record": r["record"] for kind, r in zip(s["kinds"], results, strict=True)})
+    return out
+
+
+def _mis_draw(data: RunResult, s: dict[str, Any]):
+    from loraml.figures import plot
+
+    kinds = s["kinds"]
+    fig, axes = plot.figure(ncols=len(kinds), width=4.3 * len(kinds), height=3.9)
+    eps = data["eps"]
+    pos = eps > 0
+    names = (
+        "base error ||A_hat - A*|| / ||A*||",
+        "LoRA-ML + rank k (loss / L0)",
+        "A* + rank k (oracle)",
+        "SR + rank k",
+    )
+    for ax, kind in zip(np.atleast_1d(axes), kinds, strict=True):
+        med = np.median(data[f"{kind}_record"], axis=0)  # (eps, field)
+        for f, name in enumerate(names):
+            st = plot.style(f)
+            ax.plot(eps[pos], med[pos, f], color=st["color"], marker=st["marker"],
+                    linestyle=("-", "-", "--", ":")[f], label=name,
+                    markerfacecolor=st["color"] if f < 2 else "white")  # fmt: skip
+        # first-order prediction: slope 1 for the base error, 2 for the fine-tuning losses,
+        # through the smallest eps's measurement
+        e0 = eps[pos][0]
+        for f, power in ((0, 1), (1, 2)):
+            ax.plot(eps[pos], med[pos, f][0] * (eps[pos] / e0) ** power, color="0.4",
+                    linewidth=0.8, linestyle=(0, (1, 2)),
+                    label=f"slope {power} (first order)")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("misspecification eps (relative Frobenius size)")
+        ax.set_title(kind.replace("_", " "))
+    axes[0].set_ylabel("median over families (see legend)")
+    axes[0].legend(loc="upper left", fontsize=6)
+    fig.suptitle(
+        f"misspecified: d={s['d']}, T={s['T']}, k={s['k']}, rank-k PSD adapters, "
+        f"{s['instances']} families per point (population)"
+    )
+    return fig
+
+
+_MIS_FULL: dict[str, Any] = {
+    "d": 10,
+    "T": 4,
+    "k": 1,
+    "kinds": list(qn.MIS_KINDS),
+    "eps": list(qn.MIS_EPS),
+    "instances": 20,
+}
+MISSPECIFIED = FigureSpec(
+    name="misspecified",
+    summary="perturbations not rank-k PSD: LoRA-ML base error and rank-k fine-tuning against SR",
+    full=_MIS_FULL,
+    quick={**_MIS_FULL, "instances": 6},
+    runs=_mis_runs,
+    assemble=_mis_assemble,
+    draw=_mis_draw,
+    seed=137,
+    version="1",
+)
+
+FIGURES = [RANK_MISSPECIFIED, T2_SELECTION, LANDSCAPE_MAP, MISSPECIFIED]

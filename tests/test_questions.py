@@ -104,7 +104,7 @@ def test_rank_misspecified_verify_key_reports_fractions_with_intervals(capsys):
 # ---------------------------------------------------------------------------------------------
 def _g(x: float) -> str:
     """Two significant digits as the README writes them (0.66, 1.5e-4, 1.2e-26)."""
-    if x >= 1e-2:
+    if 1e-2 <= x < 1e3:
         return f"{x:.2g}"
     m, e = f"{x:.1e}".split("e")
     return f"{m}e{int(e)}"
@@ -239,3 +239,99 @@ def test_readme_t2_selection_numbers_come_from_the_committed_json():
     # "beyond doubt only at d = 10": the Wilson interval excludes 1/2 there and only there
     lows = [r["paper_gd_below_fast"]["wilson95"][0] for r in D]
     assert [lo > 0.5 for lo in lows] == [False, True, False]
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. landscape_map
+# ---------------------------------------------------------------------------------------------
+def test_random_starts_end_badly_only_at_a_tight_dimension_with_spread_scales():
+    tight = qn.landscape_map_cell(
+        np.random.default_rng(8), T=3, k=1, gap=0, spread=2.0, instances=1, starts=4
+    )["classes"]
+    assert np.sum(tight != 0) >= 2  # seeded family where most random starts miss zero loss
+    roomy = qn.landscape_map_cell(
+        np.random.default_rng(8), T=3, k=1, gap=3, spread=0.0, instances=3, starts=2
+    )["classes"]
+    assert np.all(roomy == 0)
+
+
+def test_landscape_map_cells_cover_the_map_and_the_sweeps():
+    cells = qn.landscape_map_cells(gaps=(0, 2), spreads=(0.0, 1.0), Ts=(3, 5), ks=(1, 2))
+    assert cells[:4] == [(3, 1, 0, 0.0), (3, 1, 0, 1.0), (3, 1, 2, 0.0), (3, 1, 2, 1.0)]
+    sweep = qn.MAP_SWEEP_SPREAD
+    assert cells[4:] == [(3, 1, 0, sweep), (5, 1, 0, sweep), (3, 2, 0, sweep)]
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. misspecified
+# ---------------------------------------------------------------------------------------------
+def test_misspecified_perturbations_have_the_stated_size_rank_and_sign():
+    rng = np.random.default_rng(4)
+    U = rng.standard_normal((6, 1))
+    P0 = U @ U.T
+    for kind in qn.MIS_KINDS:
+        P = qn.misspecified_perturbation(U, kind, 0.2, rng)
+        assert np.linalg.norm(P - P0) == pytest.approx(0.2 * np.linalg.norm(P0), rel=1e-12)
+        w = np.linalg.eigvalsh(P)
+        if kind == "rank_above_k":
+            assert np.sum(w > 1e-12 * w[-1]) == 2 and w[0] > -1e-12 * w[-1]
+        elif kind == "indefinite":
+            assert w[0] < 0 and np.sum(np.abs(w) > 1e-12 * w[-1]) == 2
+        else:
+            assert np.sum(np.abs(w) > 1e-12 * w[-1]) == 6
+
+
+def test_misspecification_moves_the_base_linearly_and_the_finetuning_loss_quadratically():
+    """First order (check_misspecified): base error ~ eps, rank-k fine-tuning loss ~ eps^2, within
+    a constant of the oracle's, below SR's for small eps."""
+    for kind in qn.MIS_KINDS:
+        data = qn.misspecified_cell(
+            np.random.default_rng(6), d=8, T=3, k=1, kind=kind, eps_values=[0.005, 0.02],
+            instances=2,
+        )  # fmt: skip
+        rec = data["record"]  # (instance, eps, field)
+        base_ratio = rec[:, 1, 0] / rec[:, 0, 0]  # eps x4 -> error x4
+        loss_ratio = rec[:, 1, 1] / rec[:, 0, 1]  # eps x4 -> loss x16
+        assert np.all((base_ratio > 2.5) & (base_ratio < 6)), (kind, base_ratio)
+        assert np.all((loss_ratio > 8) & (loss_ratio < 32)), (kind, loss_ratio)
+        assert np.all(rec[:, :, 1] < 10 * rec[:, :, 2])  # a constant factor of the oracle
+        assert np.all(rec[:, :, 1] < rec[:, :, 3])  # below SR's floor
+
+
+def test_readme_misspecified_numbers_come_from_the_committed_json():
+    n = json.loads((VERIFY_DIR / "misspecified.json").read_text())["misspecified"]["numbers"]
+    kinds = ["full_rank_noise", "rank_above_k", "indefinite"]
+    readme = _section()
+
+    def three(field: str, eps: float) -> str:
+        return ", ".join(_g(n[k][f"eps={eps}"][field]) for k in kinds)
+
+    def slopes(field: str) -> str:
+        return ", ".join(f"{n[k][field]:.2f}" for k in kinds)
+
+    def ratios(kind: str) -> str:
+        vals = [n[kind][f"eps={e}"]["median_lora_ml_over_oracle"] for e in (0.01, 0.03, 0.1)]
+        lo, hi = f"{min(vals):.2f}", f"{max(vals):.2f}"
+        return lo if lo == hi else f"{lo}-{hi}"
+
+    ind = n["indefinite"]["eps=3.0"]
+    expected = [
+        f"slope {slopes('slope_A_error')} (noise, rank above k, indefinite",
+        f"with slope {slopes('slope_lora_ml_finetune_loss')}.",
+        f"median ratio {ratios('full_rank_noise')}, {ratios('rank_above_k')} and "
+        f"{ratios('indefinite')} for eps <= 0.1",
+        f"base error is {three('median_A_relative_error', 0.1)} ||A*||",
+        f"fine-tuning loss {three('median_lora_ml_finetune_loss', 0.1)} of the unadapted loss, "
+        f"against SR's {three('median_sr_finetune_loss', 0.1)}",
+        "at eps = 1 LoRA-ML wins on "
+        + ", ".join(_frac(n[k]["eps=1.0"]["lora_ml_below_sr"]) for k in kinds),
+        "at eps = 3 on " + ", ".join(_frac(n[k]["eps=3.0"]["lora_ml_below_sr"]) for k in kinds),
+        f"median error {_g(ind['median_A_relative_error'])} ||A*||",
+        f"({_g(ind['median_lora_ml_finetune_loss'])} of the unadapted loss) is worse than SR's "
+        f"({_g(ind['median_sr_finetune_loss'])})",
+    ]
+    for text in expected:
+        assert text in readme, text
+    for k in kinds:  # "on every family (20/20 of each kind) at every eps <= 0.3"
+        for e in (0.0, 0.01, 0.03, 0.1, 0.3):
+            assert n[k][f"eps={e}"]["lora_ml_below_sr"]["k"] == 20

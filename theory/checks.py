@@ -1040,7 +1040,12 @@ def check_instance_recovery(
 # ---------------------------------------------------------------------------------------------
 # Beyond the paper (issue 13): the measurements live in loraml.theory.questions
 # ---------------------------------------------------------------------------------------------
-_QUESTIONS = ("check_rank_misspecified", "check_t2_selection")
+_QUESTIONS = (
+    "check_rank_misspecified",
+    "check_t2_selection",
+    "check_landscape_map",
+    "check_misspecified",
+)
 
 
 def __getattr__(name: str):

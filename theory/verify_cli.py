@@ -48,6 +48,12 @@ PROFILES: dict[str, tuple[str, dict, dict]] = {
         {"instances": 2, "starts": 2, "rounds": 300, "dims": [4, 10]},
         {"instances": 20, "starts": 5, "rounds": 1000},
     ),
+    "landscape_map": (
+        "check_landscape_map",
+        {"instances": 2, "starts": 1},
+        {"instances": 20, "starts": 5},
+    ),
+    "misspecified": ("check_misspecified", {"instances": 2}, {"instances": 20}),
 }
 COUNT_ARG = {"retraining": "reps", "convex": "reps", "beyond": "reps"}
 
