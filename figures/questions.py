@@ -9,6 +9,10 @@
   (:func:`loraml.theory.questions.landscape_map_cell`).
 - ``misspecified``: perturbations that are not exactly rank-k PSD
   (:func:`loraml.theory.questions.misspecified_cell`), with the first-order slopes.
+- ``covariance``: inputs with covariance Sigma != I, shared or per task
+  (:func:`loraml.theory.questions.covariance_cell`).
+- ``end-to-end``: finite data at both stages over (N, T, n), with the first-order total risk
+  (:func:`loraml.theory.questions.end_to_end_cell` and ``end_to_end_prediction``).
 
 Each figure computes the same quantities as the ``loraml verify`` key of the same name (with ``_``
 for ``-``), from the same functions of :mod:`loraml.theory.questions`.
@@ -405,4 +409,203 @@ MISSPECIFIED = FigureSpec(
     version="1",
 )
 
-FIGURES = [RANK_MISSPECIFIED, T2_SELECTION, LANDSCAPE_MAP, MISSPECIFIED]
+
+# ---------------------------------------------------------------------------------------------
+# covariance
+# ---------------------------------------------------------------------------------------------
+def covariance_run(
+    rng: np.random.Generator, *, d: int, T: int, k: int, setting: str, condition: float,
+    instances: int, starts: int,
+) -> RunResult:  # fmt: skip
+    """One cell of :func:`loraml.theory.questions.covariance_cell`."""
+    return qn.covariance_cell(
+        rng, d=d, T=T, k=k, setting=setting, condition=condition, instances=instances,
+        starts=starts,
+    )  # fmt: skip
+
+
+def _cov_cells(s: dict[str, Any]) -> list[tuple[int, int, int, str, float]]:
+    return [
+        (d, T, k, setting, float(cond))
+        for d, T, k in s["sizes"]
+        for setting in s["settings"]
+        for cond in s["conditions"]
+        if not (setting == "per_task" and cond == 1.0)
+    ]
+
+
+def _cov_runs(s: dict[str, Any]) -> list[Run]:
+    kw = {"instances": s["instances"], "starts": s["starts"]}
+    return [
+        Run(covariance_run, {"d": d, "T": T, "k": k, "setting": st, "condition": c, **kw}, (i,))
+        for i, (d, T, k, st, c) in enumerate(_cov_cells(s))
+    ]
+
+
+def _cov_assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult:
+    return {
+        "record": np.stack([r["record"] for r in results]),  # (cell, instance, field)
+        "classes": np.stack([r["classes"] for r in results]),  # (cell, instance, start)
+    }
+
+
+def _cov_draw(data: RunResult, s: dict[str, Any]):
+    from loraml.figures import plot
+
+    fig, (ax1, ax2, ax3) = plot.figure(ncols=3, width=13.0, height=3.9)
+    cells = _cov_cells(s)
+    rec, classes = data["record"], data["classes"]
+    series = sorted({(d, T, k, st) for d, T, k, st, _ in cells})
+    for m, (d, T, k, st) in enumerate(series):
+        idx = [i for i, c in enumerate(cells) if c[:4] == (d, T, k, st) or
+               (st == "per_task" and c[:4] == (d, T, k, "shared") and c[4] == 1.0)]  # fmt: skip
+        idx.sort(key=lambda i: cells[i][4])
+        conds = np.array([cells[i][4] for i in idx])
+        sty = plot.style(m)
+        label = f"d={d}, T={T}, k={k}, {st.replace('_', '-')} Sigma"
+        ls = "-" if st == "shared" else "--"
+        n_inst = rec.shape[1]
+        rate = np.array([np.sum(rec[i, :, 0] <= qn.RECOVER_RTOL) for i in idx]) / n_inst
+        ax1.plot(conds, rate, color=sty["color"], marker=sty["marker"], linestyle=ls, label=label)
+        n_runs = classes.shape[1] * classes.shape[2]
+        bad = np.array([np.sum(classes[i] != 0) for i in idx])
+        lo_hi = np.array([qn.wilson(int(b), n_runs) for b in bad])
+        ax2.errorbar(conds * (1 + 0.06 * m), bad / n_runs,
+                     yerr=[bad / n_runs - lo_hi[:, 0], lo_hi[:, 1] - bad / n_runs],
+                     color=sty["color"], marker=sty["marker"], linestyle=ls, capsize=2)  # fmt: skip
+        ax3.plot(conds, [np.median(rec[i, :, 2] / rec[i, :, 3]) for i in idx],
+                 color=sty["color"], marker=sty["marker"], linestyle=ls)  # fmt: skip
+    ax1.axhline(
+        1.0, color="k", linestyle=":", linewidth=1, label="prediction: zero-loss set unchanged"
+    )
+    ax1.set_ylim(-0.05, 1.1)
+    ax1.set_ylabel(f"fraction of {rec.shape[1]} families recovering A*")
+    ax1.set_title("spectral-start solver")
+    ax1.legend(loc="lower left", fontsize=6)
+    ax2.set_ylabel(f"fraction of {classes.shape[1] * classes.shape[2]} random starts "
+                   "not at zero loss")  # fmt: skip
+    ax2.set_title("random starts (95 % Wilson)")
+    ax3.set_yscale("log")
+    ax3.axhline(1.0, color="k", linestyle=":", linewidth=1)
+    ax3.set_ylabel("median SR floor with Sigma / with Sigma = I")
+    ax3.set_title("SR + rank k, relative floor, paired by family")
+    for ax in (ax1, ax2, ax3):
+        ax.set_xscale("log")
+        ax.set_xlabel("condition number of Sigma")
+    fig.suptitle("covariance: population LoRA-ML and SR with x ~ N(0, Sigma_t)")
+    return fig
+
+
+_COV_FULL: dict[str, Any] = {
+    "sizes": [[8, 3, 1], [4, 3, 1]],
+    "settings": list(qn.COV_SETTINGS),
+    "conditions": list(qn.COV_CONDITIONS),
+    "instances": 20,
+    "starts": 3,
+}
+COVARIANCE = FigureSpec(
+    name="covariance",
+    summary="inputs with covariance Sigma != I: recovery, random starts, SR's floor",
+    full=_COV_FULL,
+    quick={**_COV_FULL, "instances": 5, "starts": 2},
+    runs=_cov_runs,
+    assemble=_cov_assemble,
+    draw=_cov_draw,
+    seed=136,
+    version="1",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# end-to-end
+# ---------------------------------------------------------------------------------------------
+def end_to_end_run(
+    rng: np.random.Generator, *, d: int, T: int, k: int, N: int, ns: list, noise_std: float,
+    reps: int,
+) -> RunResult:  # fmt: skip
+    """One (T, N) cell of :func:`loraml.theory.questions.end_to_end_cell`."""
+    return qn.end_to_end_cell(rng, d=d, T=T, k=k, N=N, ns=ns, noise_std=noise_std, reps=reps)
+
+
+def _e2e_runs(s: dict[str, Any]) -> list[Run]:
+    kw = {key: s[key] for key in ("d", "k", "ns", "noise_std", "reps")}
+    cells = [(T, N) for T in s["Ts"] for N in s["Ns"]]
+    return [Run(end_to_end_run, {"T": T, "N": N, **kw}, (i,)) for i, (T, N) in enumerate(cells)]
+
+
+def _e2e_assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult:
+    return {
+        "ns": results[0]["ns"],
+        "risk": np.stack([r["risk"] for r in results]),  # (cell, rep, n, method)
+        "base_sq": np.stack([r["base_sq"] for r in results]),  # (cell, rep, 2)
+    }
+
+
+def _e2e_draw(data: RunResult, s: dict[str, Any]):
+    from loraml.figures import plot
+
+    Ts, Ns = s["Ts"], s["Ns"]
+    d, k, sd = s["d"], s["k"], s["noise_std"]
+    fig, axes = plot.figure(ncols=len(Ts), width=5.2 * len(Ts), height=4.0)
+    ns = data["ns"].astype(float)
+    c = 0
+    for ax, T in zip(np.atleast_1d(axes), Ts, strict=True):
+        for m, N in enumerate(Ns):
+            st = plot.style(m)
+            risk, base_sq = data["risk"][c], data["base_sq"][c]
+            c += 1
+            mean = risk.mean(0)  # (n, method)
+            ax.plot(ns, mean[:, 0], color=st["color"], marker=st["marker"],
+                    label=f"N={N}: LoRA-ML + rank k")  # fmt: skip
+            ax.plot(ns, mean[:, 2], color=st["color"], marker=st["marker"], linestyle="-.",
+                    markerfacecolor="white", label=f"N={N}: SR + rank k(T+1)")  # fmt: skip
+            ax.plot(ns, mean[:, 1], color=st["color"], linestyle="--", linewidth=1,
+                    label=f"N={N}: SR + rank k")  # fmt: skip
+            pred = np.mean([qn.end_to_end_prediction(d, k, ns, sd, b) for b in base_sq[:, 0]], 0)
+            ax.plot(ns, pred, color="0.3", linestyle=(0, (1, 2)), linewidth=1,
+                    label="first-order prediction" if m == 0 else None)  # fmt: skip
+            dim = k * (2 * d - k)
+            n_star = np.median(sd**2 * dim / (base_sq[:, 0] * (1 - dim / d**2)))
+            ax.axvline(n_star, color=st["color"], linestyle=":", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("fine-tuning samples n (dotted verticals: predicted crossover n*)")
+        ax.set_title(f"T = {T}")
+    np.atleast_1d(axes)[0].set_ylabel("mean test excess risk")
+    np.atleast_1d(axes)[0].legend(loc="center left", fontsize=6)
+    fig.suptitle(
+        f"end-to-end: d={d}, k={k}, noise std {sd}, {s['reps']} families per point; "
+        "retrain on T tasks x N samples, fine-tune on n"
+    )
+    return fig
+
+
+_E2E_FULL: dict[str, Any] = {
+    "d": 10,
+    "k": 1,
+    "Ts": [3, 6],
+    "Ns": [30, 300],
+    "ns": list(qn.E2E_NS),
+    "noise_std": 0.1,
+    "reps": 20,
+}
+END_TO_END = FigureSpec(
+    name="end-to-end",
+    summary="finite data at both stages: test excess risk over (N, T, n), LoRA-ML vs SR",
+    full=_E2E_FULL,
+    quick={**_E2E_FULL, "reps": 6},
+    runs=_e2e_runs,
+    assemble=_e2e_assemble,
+    draw=_e2e_draw,
+    seed=133,
+    version="1",
+)
+
+FIGURES = [
+    RANK_MISSPECIFIED,
+    T2_SELECTION,
+    LANDSCAPE_MAP,
+    MISSPECIFIED,
+    COVARIANCE,
+    END_TO_END,
+]

@@ -335,3 +335,106 @@ def test_readme_misspecified_numbers_come_from_the_committed_json():
     for k in kinds:  # "on every family (20/20 of each kind) at every eps <= 0.3"
         for e in (0.0, 0.01, 0.03, 0.1, 0.3):
             assert n[k][f"eps={e}"]["lora_ml_below_sr"]["k"] == 20
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. covariance
+# ---------------------------------------------------------------------------------------------
+def test_per_task_covariances_keep_the_zero_loss_set_and_lora_ml_recovers_a_star():
+    data = qn.covariance_cell(
+        np.random.default_rng(3), d=8, T=3, k=1, setting="per_task", condition=100.0,
+        instances=2, starts=1,
+    )  # fmt: skip
+    rec = data["record"]
+    assert np.all(rec[:, 0] <= qn.RECOVER_RTOL)  # spectral start: A* (Theorem 3 carries over)
+    assert np.all(rec[:, 1] <= qn.ZERO_RTOL)
+    assert np.all(data["classes"] == 0)  # random starts too, at this size
+    assert np.all(np.abs(rec[:, 2] / rec[:, 3] - 1) > 1e-3)  # SR's floor moves with Sigma
+
+
+def test_random_covariance_has_the_requested_condition_number():
+    S = qn.random_covariance(6, 50.0, np.random.default_rng(0))
+    w = np.linalg.eigvalsh(S)
+    assert w[-1] / w[0] == pytest.approx(50.0, rel=1e-9)
+    assert np.prod(w) == pytest.approx(1.0, rel=1e-9)
+    assert np.array_equal(qn.random_covariance(6, 1.0, np.random.default_rng(0)), np.eye(6))
+
+
+def test_readme_covariance_numbers_come_from_the_committed_json():
+    n = json.loads((VERIFY_DIR / "covariance.json").read_text())["covariance"]["numbers"]
+    cells = [(key, v) for block in n.values() for key, v in block.items()]
+    aniso = [v for key, v in cells if "cond=1.0" not in key]
+    rec = sum(v["recovered"]["k"] for _, v in cells)
+    tot = sum(v["recovered"]["n"] for _, v in cells)
+    zero = sum(v["random_starts_zero_loss"]["k"] for _, v in cells)
+    runs = sum(v["random_starts_zero_loss"]["n"] for _, v in cells)
+    bad = n["d=4,T=3,k=1"]["per_task,cond=100.0"]
+    ratios = [v["median_sr_floor_ratio_sigma_over_identity"] for v in aniso]
+    straddle = sum(
+        1 for v in aniso if v["sr_floor_above_identity"]["wilson95"][0] < 0.5
+        and 0.5 < v["sr_floor_above_identity"]["wilson95"][1]
+    )  # fmt: skip
+    readme = _section()
+    expected = [
+        f"recovered A* on {rec}/{tot} families, and {zero} of {runs} random starts",
+        f"{bad['random_starts_stuck']['k']} stuck and {bad['random_starts_runaway']['k']} runaway",
+        f"median factor between {_g(min(ratios))} and {_g(max(ratios))}",
+        f"containing 1/2 in {straddle} of the {len(aniso)} anisotropic cells",
+    ]
+    for text in expected:
+        assert text in readme, text
+    assert zero + sum(v["random_starts_stuck"]["k"] + v["random_starts_runaway"]["k"]
+                      for _, v in cells) == runs  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. end_to_end
+# ---------------------------------------------------------------------------------------------
+def test_end_to_end_risk_follows_the_first_order_sum_and_a_larger_sr_rank_wins_at_large_n():
+    d, T, k, s = 8, 3, 1, 0.1
+    data = qn.end_to_end_cell(
+        np.random.default_rng(11), d=d, T=T, k=k, N=100, ns=[20, 5000], noise_std=s, reps=3
+    )
+    risk, base_sq = data["risk"], data["base_sq"]
+    pred = np.array([qn.end_to_end_prediction(d, k, 5000, s, b) for b in base_sq[:, 0]])
+    assert np.all(np.abs(risk[:, 1, 0] / pred - 1) < 0.3)  # LoRA-ML at large n: base term
+    assert np.all(risk[:, 1, 2] < risk[:, 1, 0])  # SR + rank k(T+1) wins at n >> n*
+    assert np.all(risk[:, 0, 2] > risk[:, 0, 0])  # ... and loses at n << n*
+    assert np.all(risk[:, :, 1] > 100 * risk[:, :, 0])  # SR + rank k sits at its floor
+
+
+def test_readme_end_to_end_numbers_come_from_the_committed_json():
+    n = json.loads((VERIFY_DIR / "end_to_end.json").read_text())["end_to_end"]["numbers"]
+    cells = ["T=3,N=30", "T=3,N=300", "T=6,N=30", "T=6,N=300"]
+    ns = (30, 100, 300, 1000, 3000, 10000)
+    ratios = [n[c][f"n={m}"]["lora_ml_measured_over_predicted"] for c in cells for m in ns[1:]]
+    e = [n[c]["mean_base_sq_over_s2d2_NT"] for c in cells]
+
+    def first_win(c: str) -> int:
+        return next(
+            m for m in ns if n[c][f"n={m}"]["sr_rank_kT1_beats_lora_ml"]["wilson95"][0] > 0.5
+        )
+
+    wins = [n[c][f"n={first_win(c)}"]["sr_rank_kT1_beats_lora_ml"]["k"] for c in cells]
+    below = [
+        n[c][f"n={m}"]["sr_rank_kT1_beats_lora_ml"]["k"]
+        for c in cells
+        for m in ns
+        if m <= n[c]["median_predicted_crossover_n"]
+    ]
+    srk = [n[c]["n=10000"]["sr_rank_k_mean_risk"] for c in cells]
+    ml = [n[c]["n=10000"]["lora_ml_mean_risk"] for c in cells]
+    readme = _section()
+    expected = [
+        f"within a factor {min(ratios):.2f}-{max(ratios):.2f} for n >= 100",
+        f"base error is {min(e):.2f}-{max(e):.2f} times the pooled",
+        "the median predicted n* is "
+        + ", ".join(f"{n[c]['median_predicted_crossover_n']:.0f}" for c in cells),
+        f"{min(wins)} to {max(wins)} of 20) from n = "
+        + ", ".join(str(first_win(c)) for c in cells),
+        f"at n <= n* it won on {max(below)} of 20",
+        f"(mean risk {_g(min(srk))}-{_g(max(srk))}, its Corollary 1 floor, against LoRA-ML's "
+        f"{_g(min(ml))}-{_g(max(ml))} at n = 10000)",
+    ]
+    for text in expected:
+        assert text in readme, text

@@ -1045,6 +1045,8 @@ _QUESTIONS = (
     "check_t2_selection",
     "check_landscape_map",
     "check_misspecified",
+    "check_covariance",
+    "check_end_to_end",
 )
 
 

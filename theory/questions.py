@@ -774,3 +774,299 @@ def check_misspecified(
         start,
         out,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. covariance
+# ---------------------------------------------------------------------------------------------
+COV_CONDITIONS = (1.0, 10.0, 100.0)
+COV_SETTINGS = ("shared", "per_task")
+
+
+def random_covariance(d: int, condition: float, rng: np.random.Generator) -> np.ndarray:
+    """``Q diag(lambda) Q^T``: Haar-random Q, log-eigenvalues evenly spread over a ``condition``
+    ratio and centred at 0 (so ``det = 1``); the identity when ``condition == 1``."""
+    if condition == 1.0:
+        return np.eye(d)
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    lam = np.exp(np.linspace(-0.5, 0.5, d) * np.log(condition))
+    return (Q * lam) @ Q.T
+
+
+def _cov_quadratics(targets: np.ndarray, covs: np.ndarray) -> Quadratics:
+    """Population losses ``1/2 tr((M - A_t*) Sigma_t (M - A_t*)^T)`` with per-task Sigma_t."""
+    C = targets @ covs
+    c = np.einsum("tij,tij->t", C, targets)
+    return Quadratics(covs.copy(), C, c)
+
+
+def covariance_cell(
+    rng: np.random.Generator,
+    *,
+    d: int,
+    T: int,
+    k: int,
+    setting: str,
+    condition: float,
+    instances: int,
+    starts: int,
+) -> dict[str, np.ndarray]:
+    r"""LoRA-ML and SR with inputs ``x ~ N(0, Sigma_t)`` instead of ``N(0, I)`` (population).
+
+    ``setting="shared"``: one Sigma for every task and the test task; ``"per_task"``: each task
+    (test included) its own, all of condition number ``condition`` (:func:`random_covariance`).
+    Per family (generic, d, T, k): ``"record"`` fields
+
+    0. ``||A_hat - A*|| / ||A*||`` from the spectral start;
+    1. ``max_t r_t`` there (per-task relative residual in the Frobenius norm);
+    2. SR's rank-k fine-tuning loss on the test task (in the test task's Sigma-metric,
+       reduced-rank regression, :func:`loraml.theory.finetune_closed_form`) over the loss of not
+       adapting from A*; 3. the same with ``Sigma = I`` (the paper's floor) on the same family;
+
+    and ``"classes"`` (instances, starts): random starts classified as in
+    :func:`landscape_map_cell` (0 zero loss, 1 stuck, 2 runaway).
+    """
+    from loraml.theory.finetune import finetune_closed_form
+    from loraml.theory.retraining import sr_closed_form
+
+    rec = np.empty((instances, 4))
+    classes = np.empty((instances, starts), dtype=int)
+    code = {"zero": 0, "stuck": 1, "runaway": 2}
+    for i in range(instances):
+        fam = draw_generic_family(rng, d, T, k)
+        if setting == "shared":
+            covs = np.repeat(random_covariance(d, condition, rng)[None], T + 1, axis=0)
+        elif setting == "per_task":
+            covs = np.stack([random_covariance(d, condition, rng) for _ in range(T + 1)])
+        else:
+            raise ValueError(f"setting must be one of {COV_SETTINGS}, got {setting!r}")
+        q = _cov_quadratics(fam.targets(), covs[:T])
+        test = fam.test_targets()[:1]
+        q_test = _cov_quadratics(test, covs[T:])
+        q_test_iso = Quadratics.population(test)
+        res = solve_lora_ml(q, k)
+        L0 = float(q_test.losses(fam.A_star)[0])
+        L0_iso = float(q_test_iso.losses(fam.A_star)[0])
+        rec[i] = (
+            float(np.linalg.norm(res.A - fam.A_star) / np.linalg.norm(fam.A_star)),
+            float(task_residuals(fam, res.A, res.U).max()),
+            finetune_closed_form(q_test, sr_closed_form(q), k).loss / L0,
+            finetune_closed_form(q_test_iso, fam.targets().mean(0), k).loss / L0_iso,
+        )
+        for s in range(starts):
+            end = solve_lora_ml(q, k, init=random_start(q, k, rng))
+            classes[i, s] = code[_end_class(fam, end.A, end.U)]
+    return {"record": rec, "classes": classes}
+
+
+def check_covariance(
+    rng: np.random.Generator,
+    *,
+    instances: int = 20,
+    starts: int = 3,
+    conditions: Sequence[float] = COV_CONDITIONS,
+    settings: Sequence[str] = COV_SETTINGS,
+    sizes: Sequence[tuple[int, int, int]] = ((8, 3, 1), (4, 3, 1)),
+) -> CheckResult:
+    r"""Measurement: inputs with covariance Sigma != I (issue 13, question 6).
+
+    Derivation (why the zero-loss set is unchanged). With ``x ~ N(0, Sigma_t)`` the population
+    loss of task t is ``f_t(M) = 1/2 tr((M - A_t*) Sigma_t (M - A_t*)^T)``; for ``Sigma_t`` positive
+    definite, ``f_t(M) = 0`` iff ``M = A_t*``. So the zero-loss points of LoRA-ML,
+    ``A + U_t U_t^T = A_t*`` for every t, are the same set for every positive definite Sigma_t,
+    shared or not, and with any sample sizes N_t in the population limit: Theorems 2 and 3 carry
+    over unchanged. What can change is the landscape (the metric reweights directions) and SR,
+    whose solution ``(sum_t A_t* Sigma_t)(sum_t Sigma_t)^{-1}`` is a Sigma-weighted average.
+
+    Measured per size ``(d, T, k)`` in ``sizes`` (the first with room, the second tight), setting
+    (shared or per-task Sigma) and condition number (:func:`covariance_cell`): the fraction of
+    families where the spectral-start solver recovers A* and reaches zero loss, the fraction of
+    random starts ending at zero loss / stuck / runaway, and the median SR rank-k fine-tuning
+    loss relative to not adapting, against the isotropic one on the same families.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> res = check_covariance(np.random.default_rng(0), instances=1, starts=1,
+    ...     conditions=[10.0], settings=["shared"], sizes=[(8, 3, 1)])
+    >>> res.numbers["d=8,T=3,k=1"]["shared,cond=10.0"]["recovered"]["k"]
+    1
+    """
+    start = time.perf_counter()
+    out: dict = {}
+    total = 0
+    for d, T, k in sizes:
+        block: dict = {}
+        for setting in settings:
+            for cond in conditions:
+                if setting == "per_task" and cond == 1.0:
+                    continue  # identical to shared with Sigma = I
+                data = covariance_cell(
+                    rng, d=d, T=T, k=k, setting=setting, condition=float(cond),
+                    instances=instances, starts=starts,
+                )  # fmt: skip
+                rec, cl = data["record"], data["classes"]
+                total += instances
+                n_runs = cl.size
+                block[f"{setting},cond={float(cond)}"] = {
+                    "recovered": fraction(int(np.sum(rec[:, 0] <= RECOVER_RTOL)), instances),
+                    "zero_loss": fraction(int(np.sum(rec[:, 1] <= ZERO_RTOL)), instances),
+                    "random_starts_zero_loss": fraction(int(np.sum(cl == 0)), n_runs),
+                    "random_starts_stuck": fraction(int(np.sum(cl == 1)), n_runs),
+                    "random_starts_runaway": fraction(int(np.sum(cl == 2)), n_runs),
+                    "median_sr_finetune_loss": float(np.median(rec[:, 2])),
+                    "median_sr_finetune_loss_isotropic": float(np.median(rec[:, 3])),
+                    "median_sr_floor_ratio_sigma_over_identity": float(
+                        np.median(rec[:, 2] / rec[:, 3])
+                    ),
+                    "sr_floor_above_identity": fraction(
+                        int(np.sum(rec[:, 2] > (1 + 1e-6) * rec[:, 3])), instances
+                    ),
+                }
+        out[f"d={d},T={T},k={k}"] = block
+    return _measurement(
+        "covariance",
+        "Inputs with covariance Sigma != I: zero-loss set, landscape, SR's floor (measured)",
+        total,
+        start,
+        out,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. end_to_end
+# ---------------------------------------------------------------------------------------------
+E2E_NS = (30, 100, 300, 1000, 3000, 10000)
+
+
+def end_to_end_cell(
+    rng: np.random.Generator,
+    *,
+    d: int,
+    T: int,
+    k: int,
+    N: int,
+    ns: Sequence[int],
+    noise_std: float,
+    reps: int,
+) -> dict[str, np.ndarray]:
+    r"""Finite data at both stages: retrain on T tasks of N samples, fine-tune on n samples.
+
+    Per repetition: a generic family, N samples per retraining task
+    (:func:`loraml.theory.sample_family_data`), LoRA-ML (:func:`loraml.theory.solve_lora_ml` on
+    the data) and SR (:func:`loraml.theory.sr_closed_form`); then for each n, fresh test-task
+    samples and exact rank-r fine-tuning (:func:`loraml.theory.adaptation.finetune_excess_risk`).
+    ``"risk"`` (reps, len(ns), 3): test excess risk ``1/2 ||A + U V^T - A_test*||_F^2`` of
+    LoRA-ML + rank k, SR + rank k, SR + rank k(T+1). ``"base_sq"`` (reps, 2): ``||A_hat - A*||^2``
+    of LoRA-ML and ``||A_SR_hat - mean_t A_t*||^2`` (SR's estimation error; it is dominated by the
+    random design, ``sum_t P_t (S_t - I)`` weights, and lies mostly where a rank-k(T+1) adapter
+    reaches, so :func:`end_to_end_prediction`'s "no preferred direction" does not apply to it).
+    """
+    from loraml.theory.adaptation import finetune_excess_risk
+    from loraml.theory.family import sample_family_data
+    from loraml.theory.retraining import sr_closed_form
+
+    K = min(k * (T + 1), d)
+    risk = np.empty((reps, len(ns), 3))
+    base_sq = np.empty((reps, 2))
+    for i in range(reps):
+        fam = draw_generic_family(rng, d, T, k)
+        X, Y = sample_family_data(fam.targets(), N, noise_std, rng)
+        q = Quadratics.from_data(X, Y)
+        A_ml = solve_lora_ml(q, k).A
+        A_sr = sr_closed_form(q)
+        base_sq[i] = (
+            float(np.sum((A_ml - fam.A_star) ** 2)),
+            float(np.sum((A_sr - fam.targets().mean(0)) ** 2)),
+        )
+        test = fam.test_targets()[0]
+        for j, n in enumerate(ns):
+            risk[i, j] = (
+                finetune_excess_risk(A_ml, test, k, int(n), noise_std, rng)[0],
+                finetune_excess_risk(A_sr, test, k, int(n), noise_std, rng)[0],
+                finetune_excess_risk(A_sr, test, K, int(n), noise_std, rng)[0],
+            )
+    return {"ns": np.array(ns), "risk": risk, "base_sq": base_sq}
+
+
+def end_to_end_prediction(
+    d: int, r: int, n: np.ndarray, noise_std: float, base_sq: float
+) -> np.ndarray:
+    r"""First-order total risk of rank-r fine-tuning on n samples from a base with error E.
+
+    ``R(n) ~ 1/2 s^2 r(2d - r) / n + 1/2 ||E||_F^2 (1 - r(2d - r) / d^2)``. The first term is the
+    finite-n fine-tuning term (least squares over the r(2d-r)-dimensional set of rank-r matrices,
+    :func:`loraml.theory.adaptation.predicted_excess_risk`); the second is the part of the
+    retraining error the adapter cannot absorb: to first order the fitted adapter moves in the
+    tangent space of the rank-r set at the target residual, of dimension r(2d-r) out of d^2, and
+    an error E with no preferred direction keeps the fraction ``1 - r(2d-r)/d^2`` of its energy.
+    The two terms cross at ``n* = s^2 r(2d-r) / (||E||^2 (1 - r(2d-r)/d^2))``; with
+    ``||E||^2 ~ c s^2 d^2 / (N T)`` (pooled least squares, c >= 1) this is
+    ``n* ~ r(2d-r) N T / (c (d-r)^2)``, about ``2 r N T / (c d)`` for r << d.
+    """
+    dim = r * (2 * d - r)
+    return 0.5 * noise_std**2 * dim / np.asarray(n, float) + 0.5 * base_sq * (1 - dim / d**2)
+
+
+def check_end_to_end(
+    rng: np.random.Generator,
+    *,
+    reps: int = 20,
+    d: int = 10,
+    k: int = 1,
+    Ts: Sequence[int] = (3, 6),
+    Ns: Sequence[int] = (30, 300),
+    ns: Sequence[int] = E2E_NS,
+    noise_std: float = 0.1,
+) -> CheckResult:
+    r"""Measurement: the whole pipeline with finite data at both stages (issue 13, question 3).
+
+    Per (T, N) cell, ``reps`` families (:func:`end_to_end_cell`): the mean test excess risk of
+    LoRA-ML + rank k, SR + rank k and SR + rank k(T+1) at each n, the first-order prediction
+    for LoRA-ML (:func:`end_to_end_prediction`, with each run's measured base error) and the ratio
+    measured / predicted, the predicted crossover n* (median over runs), and the fraction of runs
+    where SR + rank k(T+1) beats LoRA-ML + rank k (Wilson interval).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> res = check_end_to_end(np.random.default_rng(0), reps=1, d=6, Ts=[3], Ns=[50], ns=[100])
+    >>> res.numbers["T=3,N=50"]["n=100"]["lora_ml_mean_risk"] > 0
+    True
+    """
+    start = time.perf_counter()
+    out: dict = {"d": d, "k": k, "noise_std": noise_std}
+    for T in Ts:
+        for N in Ns:
+            data = end_to_end_cell(rng, d=d, T=T, k=k, N=N, ns=ns, noise_std=noise_std, reps=reps)
+            risk, base_sq = data["risk"], data["base_sq"]
+            dim = k * (2 * d - k)
+            n_star = noise_std**2 * dim / (base_sq[:, 0] * (1 - dim / d**2))
+            row: dict = {
+                "mean_base_sq_lora_ml": float(base_sq[:, 0].mean()),
+                "mean_base_sq_over_s2d2_NT": float(
+                    base_sq[:, 0].mean() / (noise_std**2 * d * d / (N * T))
+                ),
+                "median_predicted_crossover_n": float(np.median(n_star)),
+            }
+            for j, n in enumerate(ns):
+                pred_ml = float(
+                    np.mean([end_to_end_prediction(d, k, n, noise_std, b) for b in base_sq[:, 0]])
+                )
+                r = risk[:, j]
+                row[f"n={int(n)}"] = {
+                    "lora_ml_mean_risk": float(r[:, 0].mean()),
+                    "sr_rank_k_mean_risk": float(r[:, 1].mean()),
+                    "sr_rank_kT1_mean_risk": float(r[:, 2].mean()),
+                    "lora_ml_predicted": pred_ml,
+                    "lora_ml_measured_over_predicted": float(r[:, 0].mean() / pred_ml),
+                    "sr_rank_kT1_beats_lora_ml": fraction(int(np.sum(r[:, 2] < r[:, 0])), reps),
+                }
+            out[f"T={T},N={N}"] = row
+    return _measurement(
+        "end_to_end",
+        "Finite data at both stages: test excess risk of LoRA-ML and SR over (N, T, n) (measured)",
+        reps * len(Ts) * len(Ns),
+        start,
+        out,
+    )

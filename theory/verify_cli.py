@@ -54,6 +54,12 @@ PROFILES: dict[str, tuple[str, dict, dict]] = {
         {"instances": 20, "starts": 5},
     ),
     "misspecified": ("check_misspecified", {"instances": 2}, {"instances": 20}),
+    "end_to_end": ("check_end_to_end", {"reps": 2, "Ns": [300]}, {"reps": 20}),
+    "covariance": (
+        "check_covariance",
+        {"instances": 2, "starts": 1},
+        {"instances": 20, "starts": 3},
+    ),
 }
 COUNT_ARG = {"retraining": "reps", "convex": "reps", "beyond": "reps"}
 
