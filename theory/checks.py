@@ -1050,7 +1050,7 @@ _QUESTIONS = (
 )
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     """``checks.check_<question>`` for ``loraml verify``: imported lazily (questions imports us)."""
     if name in _QUESTIONS:
         from loraml.theory import questions

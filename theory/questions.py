@@ -513,8 +513,12 @@ def landscape_map_cell(
     ``exp(spread N(0, 1))``; from each of ``starts`` random starts
     (:func:`loraml.theory.landscape.random_start`) :func:`loraml.theory.solve_lora_ml` runs with
     ``init`` and the end is classified by per-task relative residuals: 0 zero loss, 1 stuck
-    (nonzero loss, not far: a spurious minimum or a point the solver could not leave),
-    2 runaway (nonzero loss, ``||A_hat - A*||`` above :data:`RUNAWAY_FACTOR` times the scale).
+    (nonzero loss, not far: a spurious minimum or a saddle), 2 runaway (nonzero loss,
+    ``||A_hat - A*||`` above :data:`RUNAWAY_FACTOR` times the scale), 3 slow (an end that is not
+    at zero loss but reaches it when the solver is restarted from it with ``tol=1e-16``: the
+    first run stopped by its own rule, typically on a task whose perturbation is 1e-8 of the
+    largest one's, where per-task residuals sit at the edge of double precision; these are not
+    landscape features). Classes 1 and 2 are counted after that restart.
 
     Returns
     -------
@@ -522,14 +526,18 @@ def landscape_map_cell(
         ``"classes"`` of shape (instances, starts).
     """
     d = k * (T + 1) + gap
-    code = {"zero": 0, "stuck": 1, "runaway": 2}
+    code = {"zero": 0, "stuck": 1, "runaway": 2, "slow": 3}
     out = np.empty((instances, starts), dtype=int)
     for i in range(instances):
         fam = _scaled(draw_generic_family(rng, d, T, k), rng, spread)
         q = fam.population()
         for s in range(starts):
             res = solve_lora_ml(q, k, init=random_start(q, k, rng))
-            out[i, s] = code[_end_class(fam, res.A, res.U)]
+            kind = _end_class(fam, res.A, res.U)
+            if kind != "zero":
+                again = solve_lora_ml(q, k, init=(res.A, res.U), tol=1e-16)
+                kind = "slow" if _end_class(fam, again.A, again.U) == "zero" else kind
+            out[i, s] = code[kind]
     return {"classes": out}
 
 
@@ -553,13 +561,14 @@ def landscape_map_cells(
 def _summarise_classes(classes: np.ndarray) -> dict:
     n_inst, starts = classes.shape
     n = n_inst * starts
-    bad = classes != 0
+    bad = (classes == 1) | (classes == 2)
     return {
         "runs": n,
         "zero_loss": fraction(int(np.sum(classes == 0)), n),
         "stuck": fraction(int(np.sum(classes == 1)), n),
         "runaway": fraction(int(np.sum(classes == 2)), n),
-        "not_zero_loss": fraction(int(bad.sum()), n),
+        "slow": fraction(int(np.sum(classes == 3)), n),
+        "stuck_or_runaway": fraction(int(bad.sum()), n),
         "instances_with_a_bad_end": fraction(int(bad.any(axis=1).sum()), n_inst),
     }
 
@@ -568,7 +577,7 @@ def check_landscape_map(
     rng: np.random.Generator,
     *,
     instances: int = 20,
-    starts: int = 5,
+    starts: int = 3,
     cells: Sequence[tuple[int, int, int, float]] | None = None,
 ) -> CheckResult:
     r"""Measurement: where random starts end on the LoRA-ML landscape (issue 13, question 4).
@@ -576,10 +585,10 @@ def check_landscape_map(
     Over the cells of :func:`landscape_map_cells` (the gap ``d - k(T+1)`` against the spread of
     task scales at T = 3, k = 1; then T = 4, 6 and k = 2 at the tight dimension with spread 2),
     ``instances x starts`` runs each (:func:`landscape_map_cell`). Reported per cell: the fraction
-    of runs ending at zero loss, stuck, or runaway, and the fraction of instances with at least one
-    bad end, each with a Wilson interval. Runs of one instance share its landscape, so the
-    per-run interval understates the uncertainty when bad ends cluster on a few instances; the
-    per-instance fraction is the independent one.
+    of runs ending at zero loss, stuck, runaway or slow, and the fraction of instances with at
+    least one stuck or runaway end, each with a Wilson interval. Runs of one instance share its
+    landscape, so the per-run interval understates the uncertainty when bad ends cluster on a few
+    instances; the per-instance fraction is the independent one.
 
     Examples
     --------

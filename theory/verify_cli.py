@@ -51,7 +51,7 @@ PROFILES: dict[str, tuple[str, dict, dict]] = {
     "landscape_map": (
         "check_landscape_map",
         {"instances": 2, "starts": 1},
-        {"instances": 20, "starts": 5},
+        {"instances": 20, "starts": 3},
     ),
     "misspecified": ("check_misspecified", {"instances": 2}, {"instances": 20}),
     "end_to_end": ("check_end_to_end", {"reps": 2, "Ns": [300]}, {"reps": 20}),
@@ -61,7 +61,7 @@ PROFILES: dict[str, tuple[str, dict, dict]] = {
         {"instances": 20, "starts": 3},
     ),
 }
-COUNT_ARG = {"retraining": "reps", "convex": "reps", "beyond": "reps"}
+COUNT_ARG = {"retraining": "reps", "convex": "reps", "beyond": "reps", "end_to_end": "reps"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
