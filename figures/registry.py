@@ -14,7 +14,7 @@ __all__ = ["FigureSpec", "Run", "RunResult", "registry", "run_rng"]
 
 def registry() -> dict[str, FigureSpec]:
     """Every figure, in the order ``loraml figures`` makes them (paper first, then ours)."""
-    from loraml.figures import linear, ours, shallow
+    from loraml.figures import linear, ours, questions, shallow
 
-    specs = [*linear.FIGURES, *shallow.FIGURES, *ours.FIGURES]
+    specs = [*linear.FIGURES, *shallow.FIGURES, *ours.FIGURES, *questions.FIGURES]
     return {s.name: s for s in specs}

@@ -1673,3 +1673,25 @@ def check_instance_recovery(
         numbers,
         artifacts,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper (issue 13): the measurements live in loraml.theory.questions
+# ---------------------------------------------------------------------------------------------
+_QUESTIONS = (
+    "check_rank_misspecified",
+    "check_t2_selection",
+    "check_landscape_map",
+    "check_misspecified",
+    "check_covariance",
+    "check_end_to_end",
+)
+
+
+def __getattr__(name: str) -> object:
+    """``checks.check_<question>`` for ``loraml verify``: imported lazily (questions imports us)."""
+    if name in _QUESTIONS:
+        from loraml.theory import questions
+
+        return getattr(questions, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -52,8 +52,31 @@ PROFILES: dict[str, tuple[str, dict, dict]] = {
         {"reps": 10},
     ),
     "beyond": ("check_beyond", {"reps": 2}, {"reps": 20}),
+    # Beyond the paper (issue 13): measurements in loraml.theory.questions.
+    "rank_misspecified": (
+        "check_rank_misspecified",
+        {"instances": 3, "landscape_instances": 3, "starts": 2},
+        {"instances": 20, "landscape_instances": 40, "starts": 5},
+    ),
+    "t2_selection": (
+        "check_t2_selection",
+        {"instances": 2, "starts": 2, "rounds": 300, "dims": [4, 10]},
+        {"instances": 20, "starts": 5, "rounds": 1000},
+    ),
+    "landscape_map": (
+        "check_landscape_map",
+        {"instances": 2, "starts": 1},
+        {"instances": 20, "starts": 3},
+    ),
+    "misspecified": ("check_misspecified", {"instances": 2}, {"instances": 20}),
+    "end_to_end": ("check_end_to_end", {"reps": 2, "Ns": [300]}, {"reps": 20}),
+    "covariance": (
+        "check_covariance",
+        {"instances": 2, "starts": 1},
+        {"instances": 20, "starts": 3},
+    ),
 }
-COUNT_ARG = {"retraining": "reps", "convex": "reps", "beyond": "reps"}
+COUNT_ARG = {"retraining": "reps", "convex": "reps", "beyond": "reps", "end_to_end": "reps"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
