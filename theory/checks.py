@@ -667,7 +667,12 @@ def check_theorem2(
         scale = max(float(np.linalg.norm(fam.A_star, 2)), _TINY)
         desc = _desc(fam, i)
         solver_floor = _SQRT_U * _largest_target(fam)  # a minimiser's accuracy (absolute)
-        for p in search_stationary_points(q, k, rng, starts=starts, global_value=0.0):
+        points = search_stationary_points(q, k, rng, starts=starts, global_value=0.0)
+        if 2 * k < d and not any(p.kind == "global" for p in points):
+            tally.undecided.append(
+                f"{desc}: no start reached zero loss at every task's own scale ({starts} starts)"
+            )
+        for p in points:
             if p.kind != "global" or 2 * k >= d:
                 continue
             s = np.linalg.svd(p.A - fam.A_star, compute_uv=False)
@@ -794,7 +799,12 @@ def check_theorem3(
         P_norm = np.linalg.norm(_perturbations(fam.U_star), axis=(1, 2))
         solver_floor = _SQRT_U * _largest_target(fam)  # a minimiser's accuracy (absolute)
         A_norm = max(float(np.linalg.norm(fam.A_star)), _TINY)
-        for p in search_stationary_points(q, k, rng, starts=starts, global_value=0.0):
+        points = search_stationary_points(q, k, rng, starts=starts, global_value=0.0)
+        if not any(p.kind == "global" for p in points):
+            tally.undecided.append(
+                f"{desc}: no start reached zero loss at every task's own scale ({starts} starts)"
+            )
+        for p in points:
             kinds[p.kind] = kinds.get(p.kind, 0) + 1
             if p.kind != "global":
                 continue

@@ -46,6 +46,11 @@ def check_descent(
     unit : str
         What ``step`` counts (``"step"``, ``"round"``), for the message.
 
+    Returns
+    -------
+    None
+        Returns only when the loss is finite and has not grown past ``growth * initial``.
+
     Examples
     --------
     >>> check_descent(0.5, 1.0, 3, method="sr_gd", lr="lr=0.03")

@@ -360,14 +360,17 @@ class LoraMLResult:
     iterations: int
     seconds: float
     converged: bool
-    message: str
+    message: str = field(repr=False)  # printed by loraml solve; too long for a repr
     history: np.ndarray
     stationarity: float = float("nan")
     task_residuals: np.ndarray = field(default_factory=lambda: np.empty(0))
     status: str = "not converged"
     identifiable: bool | None = None
-    identifiability: str = ""
+    identifiability: str = field(default="", repr=False)
     starts: int = 1
+
+    def __repr__(self) -> str:
+        return compact_repr(self)
 
 
 def _task_scales(q: Quadratics) -> np.ndarray:
@@ -424,6 +427,28 @@ def zero_thresholds(q: Quadratics, zero_tol: float = 1e-8) -> np.ndarray:
     The floor ``100 eps max_s s_s / s_t`` (``s_t = ||C_t||_F``) is that of
     :func:`stationarity_thresholds` with more room: the shared base carries the largest task's
     rounding error into every task (measured ``2e-8`` at perturbation scales ``1e6 : 1 : 1e-6``).
+
+    Parameters
+    ----------
+    q : Quadratics
+        Task losses.
+    zero_tol : float
+        Requested relative residual.
+
+    Returns
+    -------
+    ndarray, shape (T,)
+        Per-task thresholds on :func:`task_residuals`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory.retraining import zero_thresholds
+    >>> fam = th.draw_family(6, 3, 1, np.random.default_rng(0))
+    >>> q = fam.population()
+    >>> zero_thresholds(q).tolist()
+    [1e-08, 1e-08, 1e-08]
     """
     s = np.maximum(np.linalg.norm(q.C, axis=(1, 2)), _TINY)
     return np.maximum(zero_tol, 100 * np.finfo(float).eps * s.max() / s)
@@ -443,9 +468,29 @@ def task_stationarity(
     stopping rule ``max <= tol`` means the same on every instance; a zero adapter counts as
     stationary (its gradient vanishes exactly).
 
+    Parameters
+    ----------
+    q : Quadratics
+        Task losses.
+    A : ndarray, shape (d, d)
+    U : ndarray, shape (T, d, k)
+    V : ndarray, shape (T, d, k), optional
+        Right factors of asymmetric adapters ``U_t V_t^T``.
+
     Returns
     -------
     ndarray, shape (T + 1,)
+        Relative gradients of the T adapters, then of the base.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory.retraining import task_stationarity
+    >>> fam = th.draw_family(6, 3, 1, np.random.default_rng(0))
+    >>> q = fam.population()
+    >>> bool(np.all(task_stationarity(q, fam.A_star, fam.U_star) < 1e-12))  # a global minimum
+    True
     """
     return _stationarity_from(q, q.grads(adapted(A, U, V)), U, V)
 
@@ -499,6 +544,17 @@ def stationarity_thresholds(
     -------
     ndarray, shape (T + 1,)
         Thresholds for the T tasks and for the base gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import loraml.theory as th
+    >>> from loraml.theory.retraining import stationarity_thresholds
+    >>> fam = th.draw_family(6, 3, 1, np.random.default_rng(0))
+    >>> q = fam.population()
+    >>> thr = stationarity_thresholds(q, 1e-12)
+    >>> thr.shape, bool(np.all(thr >= 1e-12))
+    ((4,), True)
     """
     s = np.maximum(np.linalg.norm(q.C, axis=(1, 2)), _TINY)
     eps = np.finfo(float).eps
