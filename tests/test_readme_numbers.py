@@ -35,6 +35,12 @@ SOURCES: dict[str, tuple[str, str]] = {
         "figures/output/quick/sr-floor-vs-T.npz",
         "loraml figures sr-floor-vs-T --quick",
     ),
+    "rate-numbers": ("figures/output/quick/rate.json", "loraml figures rate --quick"),
+    "sr-floor-numbers": (
+        "figures/output/quick/sr-floor-vs-T.json",
+        "loraml figures sr-floor-vs-T --quick",
+    ),
+    "vary-T-numbers": ("figures/output/quick/vary-T.json", "loraml figures vary-T --quick"),
     "shallow-vary-d": (
         "figures/output/quick/shallow-vary-d.npz",
         "loraml figures shallow-vary-d --quick",
@@ -445,17 +451,86 @@ QUOTES: list[Quote] = [
     Quote(
         "rate",
         "SR at rank k is flat at its floor (slope {})",
-        lambda z: (f(z["slopes"][1]),),
+        lambda z: (g(z["slopes"][1], 4),),
     ),
     Quote(
         "sr-floor-vs-T",
         "falls from {} (T = {}) to {} (T = {}) but does not vanish",
         lambda z: (
-            f"{z['floor'][0].mean():.0f}",
+            g(z["floor"][0].mean(), 4),
             z["Ts"][0],
-            f"{z['floor'][-1].mean():.0f}",
+            g(z["floor"][-1].mean(), 4),
             z["Ts"][-1],
         ),
+    ),
+    # ---- the derived predictions beside the measurements (the figures' "numbers" entries)
+    Quote(
+        "sr-floor-numbers",
+        "is {} times the measured mean for T >= 5",
+        lambda j: (
+            span(
+                [
+                    r
+                    for T, r in zip(
+                        j["numbers"]["Ts"], j["numbers"]["prediction_over_floor"], strict=True
+                    )
+                    if T >= 5
+                ],
+                fmt=lambda x: g(x, 4),
+            ),
+        ),
+    ),
+    Quote(
+        "sr-floor-numbers",
+        "it is {} times too high",
+        lambda j: (g(j["numbers"]["prediction_over_floor"][0], 4),),
+    ),
+    Quote(
+        "sr-floor-numbers",
+        "is a bound, not a prediction: {} times the floor for T >= 5",
+        lambda j: (
+            span(
+                [
+                    r
+                    for T, r in zip(
+                        j["numbers"]["Ts"],
+                        j["numbers"]["upper_bound_expected_over_floor"],
+                        strict=True,
+                    )
+                    if T >= 5
+                ],
+                fmt=lambda x: g(x, 4),
+            ),
+        ),
+    ),
+    Quote(
+        "sr-floor-numbers",
+        "zero for T <= 2 and {} times the floor at T = {}",
+        lambda j: (g(j["numbers"]["weyl_lower_over_floor"][-1], 4), j["numbers"]["Ts"][-1]),
+    ),
+    Quote(
+        "rate-numbers",
+        "has the same fitted slope, {}, and the measured mean is {} times it at every n from {} "
+        "to {}",
+        lambda j: (
+            g(j["numbers"]["finite_n_prediction_slope"], 4),
+            span(
+                j["numbers"]["lora_ml_over_finite_n_prediction"],
+                fmt=lambda x: g(x, 4),
+            ),
+            j["numbers"]["ns"][0],
+            j["numbers"]["ns"][-1],
+        ),
+    ),
+    Quote(
+        "rate-numbers",
+        "is {} times too low at n = {}",
+        lambda j: (g(j["numbers"]["lora_ml_over_asymptote"][0], 4), j["numbers"]["ns"][0]),
+    ),
+    Quote(
+        "rate-numbers",
+        "also decays as 1/n (slope {})",
+        lambda j: (g(j["numbers"]["slopes"]["SR, rank k(T+1)"], 4),),
     ),
     Quote(
         "shallow-vary-d",
