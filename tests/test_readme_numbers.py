@@ -465,6 +465,48 @@ QUOTES: list[Quote] = [
     ),
     # ---- the derived predictions beside the measurements (the figures' "numbers" entries)
     Quote(
+        "vary-T-numbers",
+        "LoRA-ML reaches the noise level ({} and {}) while SR stays at {} and {}",
+        lambda j: (
+            *(g(x, 4) for x in j["numbers"]["lora_final_loss_median"][1:3]),
+            *(g(x, 4) for x in j["numbers"]["sr_final_loss_median"][1:3]),
+        ),
+    ),
+    Quote(
+        "vary-T-numbers",
+        "same closed-form limit (LoRA-ML {}, SR {})",
+        lambda j: (
+            g(j["numbers"]["lora_limit_median"][0], 4),
+            g(j["numbers"]["sr_limit_median"][0], 4),
+        ),
+    ),
+    Quote(
+        "vary-T-numbers",
+        "SR even gets there sooner ({} after the 2000 quick steps, LoRA-ML {}",
+        lambda j: (
+            g(j["numbers"]["sr_final_loss_median"][0], 4),
+            g(j["numbers"]["lora_final_loss_median"][0], 4),
+        ),
+    ),
+    Quote(
+        "vary-T-numbers",
+        "That biased SR plateaus at {} at T = 2, against {} for the correct SR",
+        lambda j: (
+            g(j["numbers"]["sr_released_limit_median"][0], 4),
+            g(j["numbers"]["sr_limit_median"][0], 4),
+        ),
+    ),
+    Quote(
+        "vary-T-numbers",
+        "at rank k {} against SR's {}, at rank 2k {} against {}",
+        lambda j: (
+            g(j["numbers"]["lora_limit_by_rank_k_2k_3k_median"][0][0], 4),
+            g(j["numbers"]["sr_limit_by_rank_k_2k_3k_median"][0][0], 4),
+            g(j["numbers"]["lora_limit_by_rank_k_2k_3k_median"][0][1], 4),
+            g(j["numbers"]["sr_limit_by_rank_k_2k_3k_median"][0][1], 4),
+        ),
+    ),
+    Quote(
         "sr-floor-numbers",
         "is {} times the measured mean for T >= 5",
         lambda j: (
