@@ -41,6 +41,11 @@ SOURCES: dict[str, tuple[str, str]] = {
         "loraml figures sr-floor-vs-T --quick",
     ),
     "vary-T-numbers": ("figures/output/quick/vary-T.json", "loraml figures vary-T --quick"),
+    "bench-empirical": (
+        "benchmarks/results/empirical_cpu.json",
+        "python benchmarks/bench_empirical.py --candidates 8 --max-length 48 --steps 4 --rounds 3 "
+        "--mem-rounds 1 --json FILE",
+    ),
     "shallow-vary-d": (
         "figures/output/quick/shallow-vary-d.npz",
         "loraml figures shallow-vary-d --quick",
@@ -461,6 +466,16 @@ QUOTES: list[Quote] = [
             z["Ts"][0],
             g(z["floor"][-1].mean(), 4),
             z["Ts"][-1],
+        ),
+    ),
+    Quote(
+        "bench-empirical",
+        "| {}x examples per CPU second ({}x wall), FLOP bound {}x, {}x peak memory",
+        lambda j: (
+            f(j["cpu_speed_ratio_lora_ml_over_sr"]),
+            f(j["speed_ratio_lora_ml_over_sr"]),
+            f(j["flop_bound_speed_ratio"]),
+            f(j["memory_ratio_lora_ml_over_sr"]),
         ),
     ),
     # ---- the derived predictions beside the measurements (the figures' "numbers" entries)
