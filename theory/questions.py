@@ -65,7 +65,32 @@ def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def fraction(successes: int, trials: int) -> dict:
-    """``{"k": successes, "n": trials, "p": successes / trials, "wilson95": [low, high]}``."""
+    """``{"k": successes, "n": trials, "p": successes / trials, "wilson95": [low, high]}``.
+
+    Parameters
+    ----------
+    successes : int
+        Number of successes k.
+    trials : int
+        Number of trials n (0: ``p`` is None and the interval is [0, 1]).
+
+    Returns
+    -------
+    dict
+        ``"k"`` and ``"n"`` (int), ``"p"`` (float, None when ``trials`` is 0) and ``"wilson95"``,
+        the 95 % Wilson score interval (:func:`wilson`) as a list ``[low, high]``.
+
+    Examples
+    --------
+    >>> f = fraction(3, 10)
+    >>> f["k"], f["n"], f["p"]
+    (3, 10, 0.3)
+    >>> low, high = f["wilson95"]
+    >>> bool(0 < low < 0.3 < high < 1)
+    True
+    >>> fraction(0, 0)["p"] is None
+    True
+    """
     return {
         "k": int(successes),
         "n": int(trials),
@@ -75,14 +100,61 @@ def fraction(successes: int, trials: int) -> dict:
 
 
 def task_residuals(fam: TaskFamily, A: np.ndarray, U: np.ndarray) -> np.ndarray:
-    """Per-task relative residuals ``||A + U_t U_t^T - A_t*||_F / ||A_t* - A*||_F``, shape (T,)."""
+    """Per-task relative residuals ``||A + U_t U_t^T - A_t*||_F / ||A_t* - A*||_F``, shape (T,).
+
+    Parameters
+    ----------
+    fam : TaskFamily
+        The family: base ``A*`` and factors ``U_t*`` of the targets ``A_t* = A* + U_t* U_t*^T``.
+    A : ndarray, shape (d, d)
+        Retrained base.
+    U : ndarray, shape (T, d, k')
+        Retrained adapters, one per task (any rank k').
+
+    Returns
+    -------
+    ndarray, shape (T,)
+        ``r_t`` per task; a point has zero loss when ``max_t r_t <= ZERO_RTOL``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory.checks import draw_generic_family
+    >>> fam = draw_generic_family(np.random.default_rng(0), 5, 3, 1)
+    >>> r = task_residuals(fam, fam.A_star, fam.U_star)
+    >>> r.shape, bool(r.max() <= ZERO_RTOL)
+    ((3,), True)
+    >>> np.allclose(task_residuals(fam, fam.A_star, np.zeros_like(fam.U_star)), 1.0)
+    True
+    """
     R = A[None] + U @ np.swapaxes(U, -1, -2) - fam.targets()
     P = fam.perturbations()
     return np.linalg.norm(R, axis=(1, 2)) / np.maximum(np.linalg.norm(P, axis=(1, 2)), 1e-300)
 
 
 def finetune_floor(residual: np.ndarray, r: int) -> float:
-    r"""Population rank-r fine-tuning loss left: ``1/2 sum_{i>r} sigma_i^2(residual)``."""
+    r"""Population rank-r fine-tuning loss left: ``1/2 sum_{i>r} sigma_i^2(residual)``.
+
+    Parameters
+    ----------
+    residual : ndarray, shape (d, d)
+        Target minus base, ``A_test* - A`` (what the adapter has to fit).
+    r : int
+        Adapter rank.
+
+    Returns
+    -------
+    float
+        The loss of the best rank-r adapter (Eckart-Young): 0 when ``r >= rank(residual)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> finetune_floor(np.diag([3.0, 2.0, 1.0]), 1)
+    2.5
+    >>> finetune_floor(np.diag([3.0, 2.0, 0.0]), 2)
+    0.0
+    """
     s = np.linalg.svd(residual, compute_uv=False)
     return 0.5 * float(np.sum(s[r:] ** 2))
 
@@ -129,10 +201,31 @@ def rank_misspecified_cell(
     5. rank-k' fine-tuning loss, same normalisation;
     6. rank-(2k + k') fine-tuning loss, same normalisation (predicted 0 at every zero-loss point).
 
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    d, T, k : int
+        Dimension, number of retraining tasks and true perturbation rank; ``k (T + 1) <= d``.
+    ranks : sequence of int
+        Adapter ranks k' to retrain with (R of them).
+    instances : int
+        Families drawn.
+
     Returns
     -------
     dict
         ``"ranks"`` (len R) and ``"record"`` of shape (instances, R, 7).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = rank_misspecified_cell(np.random.default_rng(0), d=5, T=3, k=1, ranks=[1, 2],
+    ...     instances=1)
+    >>> out["ranks"].tolist(), out["record"].shape
+    ([1, 2], (1, 2, 7))
+    >>> bool(out["record"][0, 0, 0] <= RECOVER_RTOL)  # k' = k recovers A*
+    True
     """
     ranks = [int(r) for r in ranks]
     rec = np.empty((instances, len(ranks), 7))
@@ -180,10 +273,35 @@ def rank_misspecified_landscape(
     every ``k'``: extra adapter columns are drawn at the scale of ``U0``. Each end point is
     classified ``zero`` / ``stuck`` / ``runaway`` (module docstring; :data:`RUNAWAY_FACTOR`).
 
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    d, T, k : int
+        Dimension, number of retraining tasks and true perturbation rank; ``k (T + 1) <= d``.
+    spread : float
+        Standard deviation of the log task scales (0: the paper's equal scales).
+    ranks : sequence of int
+        Adapter ranks k' to retrain with (R of them, the largest at least k).
+    instances : int
+        Families drawn.
+    starts : int
+        Random starts per family, shared by every k'.
+
     Returns
     -------
     dict
         ``"ranks"`` and ``"classes"`` of shape (instances, starts, R): 0 zero, 1 stuck, 2 runaway.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = rank_misspecified_landscape(np.random.default_rng(0), d=4, T=3, k=1, spread=0.0,
+    ...     ranks=[1, 2], instances=1, starts=1)
+    >>> out["ranks"].tolist(), out["classes"].shape
+    ([1, 2], (1, 1, 2))
+    >>> bool(np.isin(out["classes"], [0, 1, 2]).all())
+    True
     """
     ranks = [int(r) for r in ranks]
     code = {"zero": 0, "stuck": 1, "runaway": 2}
@@ -235,6 +353,27 @@ def check_rank_misspecified(
     ``(T, k, d, spread)``, ``landscape_instances x starts`` random starts for ``k' = k, k+1, 3k``
     (:func:`rank_misspecified_landscape`): fractions ending at zero loss, stuck (nonzero loss:
     a spurious minimum or a saddle the solver stopped at) and runaway, with Wilson intervals.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    instances : int
+        Families per cell of ``cells`` (spectral start).
+    landscape_instances : int
+        Families at the tight dimension of ``landscape``.
+    starts : int
+        Random starts per family of ``landscape``.
+    cells : sequence of (T, k, d)
+        Settings of part (a); each needs ``k (T + 1) <= d``.
+    landscape : (T, k, d, spread)
+        Setting of part (b): ``spread`` is the standard deviation of the log task scales.
+
+    Returns
+    -------
+    CheckResult
+        A measurement: ``key`` ``"rank_misspecified"``, ``held`` None, no margin, the instances,
+        the seconds and the measured ``numbers`` described above.
 
     Examples
     --------
@@ -318,6 +457,28 @@ def t2_family_parameter(fam: TaskFamily, A: np.ndarray) -> float:
     ``A(c) - A* = W (I - H(c)) W^T`` with ``W = [U_1*, U_2*]`` and
     ``H(c) = [[1, c], [c, 1]]^{-1}``; so ``H = I - W^+ (A - A*) W^+T`` and ``c = (H^{-1})_{12}``
     (exact for a zero-loss point, a least-squares reading otherwise).
+
+    Parameters
+    ----------
+    fam : TaskFamily
+        A family with T = 2 and k = 1 (``U_star`` of shape (2, d, 1)).
+    A : ndarray, shape (d, d)
+        A base, typically a zero-loss point of LoRA-ML on ``fam``.
+
+    Returns
+    -------
+    float
+        The parameter c (0 for ``A = A*``; in (-1, 1) on the family).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory.checks import draw_generic_family
+    >>> from loraml.theory.landscape import t2_global_minimum
+    >>> fam = draw_generic_family(np.random.default_rng(0), 4, 2, 1)
+    >>> A, U = t2_global_minimum(fam.A_star, fam.U_star, np.array([[0.5]]))
+    >>> round(t2_family_parameter(fam, A), 6), round(t2_family_parameter(fam, fam.A_star), 6)
+    (0.5, 0.0)
     """
     W = np.concatenate([fam.U_star[0], fam.U_star[1]], axis=1)
     Wp = np.linalg.pinv(W)
@@ -337,6 +498,28 @@ def t2_max_trace_parameter(fam: TaskFamily) -> float:
     and ``c* ~ g / s``, of order ``1 / sqrt(d)`` for Gaussian factors. The SDP
     ``max tr(A) s.t. A <= A_t*`` contains the family, so if its optimum has zero LoRA-ML loss it is
     ``A(c*)``; the fast solver's spectral start is predicted to land there too (measured).
+
+    Parameters
+    ----------
+    fam : TaskFamily
+        A family with T = 2 and k = 1 (``U_star`` of shape (2, d, 1)).
+
+    Returns
+    -------
+    float
+        ``c*`` in (-1, 1): the family member ``A(c*)`` of largest trace.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from loraml.theory.checks import draw_generic_family
+    >>> from loraml.theory.landscape import t2_global_minimum
+    >>> fam = draw_generic_family(np.random.default_rng(0), 4, 2, 1)
+    >>> c = t2_max_trace_parameter(fam)
+    >>> def trace(x):
+    ...     return np.trace(t2_global_minimum(fam.A_star, fam.U_star, np.array([[x]]))[0])
+    >>> bool(-1 < c < 1 and trace(c) > max(trace(c - 0.1), trace(c + 0.1), trace(0.0)))
+    True
     """
     W = np.concatenate([fam.U_star[0], fam.U_star[1]], axis=1)
     G = W.T @ W
@@ -380,12 +563,34 @@ def t2_selection_cell(
     (:func:`t2_family_parameter`), ``||A_hat - A*|| / ||A*||``, rank-k and rank-2k fine-tuning
     loss on the unseen task over ``1/2 ||P_test||_F^2``, and ``max_t r_t``.
 
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    d : int
+        Dimension (at least 3 = k(T+1)).
+    instances : int
+        Families drawn.
+    starts : int
+        Random starts and uniform family members per family.
+    rounds : int
+        Rounds of the paper's schedule before the L-BFGS polish.
+
     Returns
     -------
     dict
         ``"record"`` (instances, 3, 5) for paper_gd, fast, sdp; ``"random"`` (instances, 2, starts,
         5) for random_starts and family_uniform; ``"c_star"`` (instances,) the predicted max-trace
         parameter; ``"polish_distance"`` (instances,).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = t2_selection_cell(np.random.default_rng(0), d=4, instances=1, starts=1, rounds=50)
+    >>> out["record"].shape, out["random"].shape, out["c_star"].shape
+    ((1, 3, 5), (1, 2, 1, 5), (1,))
+    >>> bool(out["random"][0, 1, 0, 4] <= ZERO_RTOL)  # a family member has zero loss
+    True
     """
     from loraml.theory.convex import sdp_relaxation
     from loraml.theory.landscape import polish, t2_global_minimum
@@ -434,6 +639,25 @@ def check_t2_selection(
     median random start and than the median uniform family member on the same instance (Wilson
     intervals). ``rounds`` rounds of the paper's schedule (it uses 3000) are finished by L-BFGS;
     the polish distance is reported.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    instances : int
+        Families per dimension.
+    starts : int
+        Random starts and uniform family members per family.
+    rounds : int
+        Rounds of the paper's schedule (before the L-BFGS polish).
+    dims : sequence of int
+        Dimensions d (each at least 3).
+
+    Returns
+    -------
+    CheckResult
+        A measurement: ``key`` ``"t2_selection"``, ``held`` None, no margin, the instances, the seconds
+        and the measured ``numbers`` described above.
 
     Examples
     --------
@@ -520,10 +744,33 @@ def landscape_map_cell(
     largest one's, where per-task residuals sit at the edge of double precision; these are not
     landscape features). Classes 1 and 2 are counted after that restart.
 
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    T, k : int
+        Number of retraining tasks and perturbation rank.
+    gap : int
+        ``d - k(T+1)`` (0: the tight dimension).
+    spread : float
+        Standard deviation of the log task scales (0: the paper's equal scales).
+    instances : int
+        Families drawn.
+    starts : int
+        Random starts per family.
+
     Returns
     -------
     dict
         ``"classes"`` of shape (instances, starts).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = landscape_map_cell(np.random.default_rng(0), T=3, k=1, gap=2, spread=0.0,
+    ...     instances=1, starts=2)
+    >>> out["classes"].shape, bool(np.isin(out["classes"], [0, 1, 2, 3]).all())
+    ((1, 2), True)
     """
     d = k * (T + 1) + gap
     code = {"zero": 0, "stuck": 1, "runaway": 2, "slow": 3}
@@ -548,7 +795,31 @@ def landscape_map_cells(
     ks: Sequence[int] = MAP_KS,
 ) -> list[tuple[int, int, int, float]]:
     """The cells ``(T, k, gap, spread)``: the gap x spread map at T = 3, k = 1, then T and k at
-    gap 0 and spread :data:`MAP_SWEEP_SPREAD` (added when it is not one of ``spreads``)."""
+    gap 0 and spread :data:`MAP_SWEEP_SPREAD` (added when it is not one of ``spreads``).
+
+    Parameters
+    ----------
+    gaps : sequence of int
+        Gaps ``d - k(T+1)`` of the map at T = 3, k = 1.
+    spreads : sequence of float
+        Spreads of the log task scales of the map at T = 3, k = 1.
+    Ts : sequence of int
+        Numbers of tasks of the sweep at k = 1 (3 is already in the map).
+    ks : sequence of int
+        Ranks of the sweep at T = 3 (1 is already in the map).
+
+    Returns
+    -------
+    list of (T, k, gap, spread)
+        The map first, then the T sweep, then the k sweep.
+
+    Examples
+    --------
+    >>> landscape_map_cells(gaps=[0], spreads=[0.0], Ts=[3, 4], ks=[1, 2])
+    [(3, 1, 0, 0.0), (3, 1, 0, 2.0), (4, 1, 0, 2.0), (3, 2, 0, 2.0)]
+    >>> len(landscape_map_cells())
+    12
+    """
     cells = [(3, 1, int(g), float(s)) for g in gaps for s in spreads]
     sweep = float(MAP_SWEEP_SPREAD)
     if (3, 1, 0, sweep) not in cells:
@@ -589,6 +860,23 @@ def check_landscape_map(
     least one stuck or runaway end, each with a Wilson interval. Runs of one instance share its
     landscape, so the per-run interval understates the uncertainty when bad ends cluster on a few
     instances; the per-instance fraction is the independent one.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    instances : int
+        Families per cell.
+    starts : int
+        Random starts per family.
+    cells : sequence of (T, k, gap, spread), optional
+        The cells to run (default :func:`landscape_map_cells`).
+
+    Returns
+    -------
+    CheckResult
+        A measurement: ``key`` ``"landscape_map"``, ``held`` None, no margin, the instances, the seconds
+        and the measured ``numbers`` described above.
 
     Examples
     --------
