@@ -18,6 +18,7 @@ pytest.importorskip("peft")
 
 from loraml.cli import main  # noqa: E402
 from loraml.empirical import run as R  # noqa: E402
+from loraml.empirical import train as T  # noqa: E402
 from loraml.empirical.fbdialog import DataError  # noqa: E402
 from loraml.empirical.personas import load_persona_map  # noqa: E402
 from loraml.empirical.run import PRESETS, RunInterrupted, StepBudget, run_experiment  # noqa: E402
@@ -94,21 +95,21 @@ def test_checkpoints_load_with_weights_only_and_carry_a_checksum(tmp_path):
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = R.candidate_cross_entropy
+    real = T.candidate_cross_entropy  # the training loops' name for it
 
     def poisoned(scores, labels):
         calls["n"] += 1
         loss = real(scores, labels)
         return loss * float("nan") if calls["n"] == 5 else loss  # epoch 2, step 2
 
-    monkeypatch.setattr(R, "candidate_cross_entropy", poisoned)
+    monkeypatch.setattr(T, "candidate_cross_entropy", poisoned)
     out = tmp_path / "run"
     with pytest.raises(R.Diverged, match=r"sr, seed 0, retraining epoch 2, step 2: the training"):
         run_experiment(_CFG, [0], out, progress=False)
     assert not (out / "results.json").exists()
     ckpt = out / "seed0" / "retrain-sr.ckpt.pt"
     assert R.load_checkpoint(ckpt)["epoch"] == 1  # epoch 1's checkpoint, intact
-    monkeypatch.setattr(R, "candidate_cross_entropy", real)
+    monkeypatch.setattr(T, "candidate_cross_entropy", real)
     resumed = run_experiment(_CFG, [0], out, progress=False)  # resumes from it
     assert all(r["n_eval"] > 0 for r in resumed["records"])
 

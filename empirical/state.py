@@ -1,0 +1,182 @@
+"""Run-directory state: checkpoints, resumption records and the settings/tasks a directory holds.
+
+Checkpoints hold tensors and plain data only, load with ``torch.load(weights_only=True)`` and
+carry a SHA-256 checksum file beside them (:func:`save_checkpoint`, :func:`load_checkpoint`,
+:class:`CheckpointError`); :func:`write_json` writes JSON atomically; the torch RNG state is
+captured and restored for exact resumption. ``config.json`` and ``tasks.json`` make a rerun in the
+same directory use the same settings and tasks (:func:`_check_config`, :func:`_check_tasks`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from loraml.empirical.config import RunConfig, _sha256
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from loraml.empirical.data import Task, TaskSplit
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that fails its checksum, is truncated, or holds anything but tensors and
+    plain data (a pickle that would run code is refused, never executed)."""
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _read_digests(path: Path) -> list[str]:
+    """The digests a checksum file allows (one; two while a checkpoint is being replaced)."""
+    try:
+        stored = json.loads(path.read_text())
+        digests = stored["sha256"]
+        if not isinstance(digests, list) or not all(isinstance(d, str) for d in digests):
+            raise TypeError("sha256 is not a list of strings")
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"{path}: unreadable checksum file ({err}); delete it") from None
+    return digests
+
+
+def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
+    """Save tensors and plain data to ``path`` with a SHA-256 checksum beside it (``.sha256``).
+
+    Crash-safe: the new file is written aside, the checksum file then lists the new and the old
+    digest, the new file replaces the old, and the checksum file is rewritten with the new digest
+    only; a kill at any moment leaves a checkpoint that matches its checksum file.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    digest = _sha256(tmp)
+    side = _checksum_path(path)
+    old = _read_digests(side)[:1] if side.exists() and path.exists() else []
+    write_json({"sha256": [digest, *old]}, side)
+    os.replace(tmp, path)
+    write_json({"sha256": [digest]}, side)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, verifying it first.
+
+    Only tensors and plain containers load (``torch.load(weights_only=True)``): a crafted file
+    cannot run code. A checkpoint without a checksum file (written before checksums existed)
+    loads with a note on stderr.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the file: checksum mismatch, truncated/corrupt, or refused content.
+    """
+    side = _checksum_path(path)
+    if side.exists():
+        if _sha256(path) not in _read_digests(side):
+            raise CheckpointError(
+                f"{path} does not match its checksum ({side.name}): corrupt or truncated; "
+                "delete both files to recompute that part of the run"
+            )
+    else:
+        print(f"note: {path} has no checksum file (an older run); loading it", file=sys.stderr)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure is the file's: report it in one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} is not a loadable checkpoint (only tensors and plain data are accepted: "
+            f"{first[:200]}); delete it to recompute that part of the run"
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} does not hold a checkpoint dict; delete it")
+    return obj
+
+
+def write_json(obj: object, path: Path) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (temporary file + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+#: Settings that say what to run rather than how: a run directory may be resumed with other
+#: retraining methods (each method's retraining and fine-tuning are seeded on their own, so
+#: adding one leaves the others' numbers unchanged).
+_WHAT_TO_RUN = ("methods",)
+
+
+def _check_config(out: Path, cfg: RunConfig, write: bool) -> None:
+    """Refuse a run directory holding other settings; with ``write``, record ours.
+
+    A setting the stored file lacks (written before the setting existed) counts as its default,
+    so older run directories still resume; :data:`_WHAT_TO_RUN` settings may differ.
+    """
+    path = out / "config.json"
+    current = cfg.to_json()
+    stored = json.loads(path.read_text()) if path.exists() else None
+    if stored is not None:
+        defaults = RunConfig().to_json()
+        diff = sorted(
+            k for k in current if k not in _WHAT_TO_RUN and stored.get(k, defaults[k]) != current[k]
+        )
+        if diff:
+            raise ValueError(
+                f"--out {out} holds a run with other settings ({', '.join(diff)}); "
+                "use another --out or the same settings to resume"
+            )
+    if write and stored != current:
+        write_json(current, path)
+
+
+def _check_tasks(out: Path, split: TaskSplit, source: str, write: bool) -> None:
+    """Refuse a run directory made on other tasks; with ``write``, record ours.
+
+    The settings alone cannot tell: ``data="auto"`` resolves to ConvAI2 where the shared file is
+    found and to chitchat where it is not, so the tasks themselves are recorded in
+    ``tasks.json`` (source, and each task's name and example counts). A directory written before
+    ``tasks.json`` existed is checked against its ``results.json`` (source and names).
+    """
+
+    def counts(tasks: Sequence[Task]) -> list[list[Any]]:
+        return [[t.name, len(t.train), len(t.eval)] for t in tasks]
+
+    current = {"data_used": source, "retrain": counts(split.retrain), "test": counts(split.test)}
+    path, old = out / "tasks.json", out / "results.json"
+    stored, ours = None, current
+    if path.exists():
+        stored = json.loads(path.read_text())
+    elif old.exists():
+        config = json.loads(old.read_text()).get("config", {})
+        if "tasks" in config:
+            stored = {"data_used": config.get("data_used"), **config["tasks"]}
+            ours = {
+                "data_used": source,
+                "retrain": [t.name for t in split.retrain],
+                "test": [t.name for t in split.test],
+            }
+    if stored is not None and stored != ours:
+        raise ValueError(
+            f"--out {out} holds a run on other tasks (data {stored['data_used']!r}; here "
+            f"{source!r}, or other tasks of it); give the same data (is the ConvAI2 file "
+            "found here? see LORAML_CONVAI2_DIR) or another --out"
+        )
+    if write and not path.exists():
+        write_json(current, path)
