@@ -656,8 +656,8 @@ def check_t2_selection(
     Returns
     -------
     CheckResult
-        A measurement: ``key`` ``"t2_selection"``, ``held`` None, no margin, the instances, the seconds
-        and the measured ``numbers`` described above.
+        A measurement: ``key`` ``"t2_selection"``, ``held`` None, no margin, the instances,
+        the seconds and the measured ``numbers`` described above.
 
     Examples
     --------
@@ -875,8 +875,8 @@ def check_landscape_map(
     Returns
     -------
     CheckResult
-        A measurement: ``key`` ``"landscape_map"``, ``held`` None, no margin, the instances, the seconds
-        and the measured ``numbers`` described above.
+        A measurement: ``key`` ``"landscape_map"``, ``held`` None, no margin, the instances,
+        the seconds and the measured ``numbers`` described above.
 
     Examples
     --------
@@ -927,13 +927,36 @@ def misspecified_perturbation(
     Parameters
     ----------
     U : ndarray, shape (d, k)
+        Factor of the well-specified part ``U U^T``.
     kind : {"full_rank_noise", "rank_above_k", "indefinite"}
+        Shape of the misspecification E.
     eps : float
+        Its Frobenius norm relative to ``||U U^T||_F`` (0: exactly ``U U^T``).
     rng : numpy.random.Generator
+        Source of the direction E.
 
     Returns
     -------
     ndarray, shape (d, d)
+        The symmetric perturbation P.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is not one of :data:`MIS_KINDS`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> U = np.random.default_rng(0).standard_normal((4, 1))
+    >>> P = misspecified_perturbation(U, "rank_above_k", 0.1, np.random.default_rng(1))
+    >>> P.shape, int(np.linalg.matrix_rank(P))
+    ((4, 4), 2)
+    >>> bool(np.isclose(np.linalg.norm(P - U @ U.T), 0.1 * np.linalg.norm(U @ U.T)))
+    True
+    >>> N = misspecified_perturbation(U, "indefinite", 0.1, np.random.default_rng(1))
+    >>> bool(np.linalg.eigvalsh(N).min() < 0)
+    True
     """
     P = U @ U.T
     d = P.shape[0]
@@ -969,6 +992,34 @@ def misspecified_cell(
     1. rank-k fine-tuning loss on the test task from ``A_hat`` over ``1/2 ||P_test||_F^2``;
     2. the same from ``A*`` itself (the oracle: what rank k cannot fit of the test perturbation);
     3. the same from SR (:func:`loraml.theory.sr_closed_form`).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    d, T, k : int
+        Dimension, number of retraining tasks and perturbation rank; ``k (T + 1) <= d``.
+    kind : {"full_rank_noise", "rank_above_k", "indefinite"}
+        Shape of the misspecification (:func:`misspecified_perturbation`).
+    eps_values : sequence of float
+        Relative sizes eps of the misspecification, the same path for every instance.
+    instances : int
+        Families drawn.
+
+    Returns
+    -------
+    dict
+        ``"eps"`` (len(eps_values),) and ``"record"`` of shape (instances, len(eps_values), 4).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = misspecified_cell(np.random.default_rng(0), d=6, T=3, k=1, kind="rank_above_k",
+    ...     eps_values=[0.0, 0.1], instances=1)
+    >>> out["eps"].tolist(), out["record"].shape
+    ([0.0, 0.1], (1, 2, 4))
+    >>> bool(out["record"][0, 0, 0] < 1e-8)  # eps = 0: LoRA-ML recovers A* (Theorem 3)
+    True
     """
     eps_values = [float(e) for e in eps_values]
     rec = np.empty((instances, len(eps_values), 4))
@@ -1030,6 +1081,25 @@ def check_misspecified(
     fine-tuning loss to the oracle's, and the fraction of instances where LoRA-ML + rank k leaves
     less than SR + rank k (Wilson interval).
 
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    instances : int
+        Families per kind.
+    d, T, k : int
+        Dimension, number of retraining tasks and perturbation rank; ``k (T + 1) <= d``.
+    kinds : sequence of str
+        Kinds of misspecification (:data:`MIS_KINDS`).
+    eps_values : sequence of float
+        Relative sizes eps of the misspecification.
+
+    Returns
+    -------
+    CheckResult
+        A measurement: ``key`` ``"misspecified"``, ``held`` None, no margin, the instances,
+        the seconds and the measured ``numbers`` described above.
+
     Examples
     --------
     >>> import numpy as np
@@ -1082,7 +1152,33 @@ COV_SETTINGS = ("shared", "per_task")
 
 def random_covariance(d: int, condition: float, rng: np.random.Generator) -> np.ndarray:
     """``Q diag(lambda) Q^T``: Haar-random Q, log-eigenvalues evenly spread over a ``condition``
-    ratio and centred at 0 (so ``det = 1``); the identity when ``condition == 1``."""
+    ratio and centred at 0 (so ``det = 1``); the identity when ``condition == 1``.
+
+    Parameters
+    ----------
+    d : int
+        Dimension.
+    condition : float
+        Condition number ``lambda_max / lambda_min`` (at least 1).
+    rng : numpy.random.Generator
+        Source of Q (unused when ``condition == 1``).
+
+    Returns
+    -------
+    ndarray, shape (d, d)
+        A symmetric positive definite covariance with determinant 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> S = random_covariance(4, 10.0, np.random.default_rng(0))
+    >>> bool(np.allclose(S, S.T) and np.isclose(np.linalg.cond(S), 10.0))
+    True
+    >>> bool(np.isclose(np.linalg.det(S), 1.0))
+    True
+    >>> np.array_equal(random_covariance(3, 1.0, np.random.default_rng(0)), np.eye(3))
+    True
+    """
     if condition == 1.0:
         return np.eye(d)
     Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
@@ -1122,6 +1218,41 @@ def covariance_cell(
 
     and ``"classes"`` (instances, starts): random starts classified as in
     :func:`landscape_map_cell` (0 zero loss, 1 stuck, 2 runaway).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    d, T, k : int
+        Dimension, number of retraining tasks and perturbation rank; ``k (T + 1) <= d``.
+    setting : {"shared", "per_task"}
+        One Sigma for every task, or one per task.
+    condition : float
+        Condition number of every Sigma (1: the identity).
+    instances : int
+        Families drawn.
+    starts : int
+        Random starts per family.
+
+    Returns
+    -------
+    dict
+        ``"record"`` of shape (instances, 4) and ``"classes"`` of shape (instances, starts).
+
+    Raises
+    ------
+    ValueError
+        If ``setting`` is not one of :data:`COV_SETTINGS`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = covariance_cell(np.random.default_rng(0), d=8, T=3, k=1, setting="shared",
+    ...     condition=10.0, instances=1, starts=1)
+    >>> out["record"].shape, out["classes"].shape
+    ((1, 4), (1, 1))
+    >>> bool(out["record"][0, 1] <= ZERO_RTOL)  # the zero-loss set does not depend on Sigma
+    True
     """
     from loraml.theory.finetune import finetune_closed_form
     from loraml.theory.retraining import sr_closed_form
@@ -1180,6 +1311,27 @@ def check_covariance(
     families where the spectral-start solver recovers A* and reaches zero loss, the fraction of
     random starts ending at zero loss / stuck / runaway, and the median SR rank-k fine-tuning
     loss relative to not adapting, against the isotropic one on the same families.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    instances : int
+        Families per (size, setting, condition).
+    starts : int
+        Random starts per family.
+    conditions : sequence of float
+        Condition numbers of Sigma (``per_task`` skips 1, identical to ``shared``).
+    settings : sequence of str
+        ``"shared"`` and/or ``"per_task"`` (:data:`COV_SETTINGS`).
+    sizes : sequence of (d, T, k)
+        Sizes, each with ``k (T + 1) <= d``.
+
+    Returns
+    -------
+    CheckResult
+        A measurement: ``key`` ``"covariance"``, ``held`` None, no margin, the instances,
+        the seconds and the measured ``numbers`` described above.
 
     Examples
     --------
@@ -1258,6 +1410,36 @@ def end_to_end_cell(
     of LoRA-ML and ``||A_SR_hat - mean_t A_t*||^2`` (SR's estimation error; it is dominated by the
     random design, ``sum_t P_t (S_t - I)`` weights, and lies mostly where a rank-k(T+1) adapter
     reaches, so :func:`end_to_end_prediction`'s "no preferred direction" does not apply to it).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    d, T, k : int
+        Dimension, number of retraining tasks and perturbation rank; ``k (T + 1) <= d``.
+    N : int
+        Samples per retraining task.
+    ns : sequence of int
+        Fine-tuning sample sizes n.
+    noise_std : float
+        Standard deviation s of the label noise at both stages.
+    reps : int
+        Repetitions (families drawn).
+
+    Returns
+    -------
+    dict
+        ``"ns"`` (len(ns),), ``"risk"`` (reps, len(ns), 3) and ``"base_sq"`` (reps, 2).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = end_to_end_cell(np.random.default_rng(0), d=6, T=3, k=1, N=50, ns=[100],
+    ...     noise_std=0.1, reps=1)
+    >>> out["ns"].tolist(), out["risk"].shape, out["base_sq"].shape
+    ([100], (1, 1, 3), (1, 2))
+    >>> bool((out["risk"] >= 0).all() and (out["base_sq"] >= 0).all())
+    True
     """
     from loraml.theory.adaptation import finetune_excess_risk
     from loraml.theory.family import sample_family_data
@@ -1300,6 +1482,33 @@ def end_to_end_prediction(
     The two terms cross at ``n* = s^2 r(2d-r) / (||E||^2 (1 - r(2d-r)/d^2))``; with
     ``||E||^2 ~ c s^2 d^2 / (N T)`` (pooled least squares, c >= 1) this is
     ``n* ~ r(2d-r) N T / (c (d-r)^2)``, about ``2 r N T / (c d)`` for r << d.
+
+    Parameters
+    ----------
+    d : int
+        Dimension.
+    r : int
+        Adapter rank.
+    n : array_like of int
+        Fine-tuning sample sizes.
+    noise_std : float
+        Standard deviation s of the label noise.
+    base_sq : float
+        ``||E||_F^2``, the squared error of the retrained base.
+
+    Returns
+    -------
+    ndarray
+        The predicted risk ``R(n)``, of the shape of ``n``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> R = end_to_end_prediction(10, 1, np.array([100, 1000]), 0.1, 0.0)  # exact base
+    >>> np.allclose(R, [9.5e-4, 9.5e-5])  # 1/2 s^2 r(2d - r) / n
+    True
+    >>> bool(np.isclose(end_to_end_prediction(10, 1, np.array([1e15]), 0.1, 2.0)[0], 0.81))
+    True
     """
     dim = r * (2 * d - r)
     return 0.5 * noise_std**2 * dim / np.asarray(n, float) + 0.5 * base_sq * (1 - dim / d**2)
@@ -1323,6 +1532,29 @@ def check_end_to_end(
     for LoRA-ML (:func:`end_to_end_prediction`, with each run's measured base error) and the ratio
     measured / predicted, the predicted crossover n* (median over runs), and the fraction of runs
     where SR + rank k(T+1) beats LoRA-ML + rank k (Wilson interval).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    reps : int
+        Families per (T, N) cell.
+    d, k : int
+        Dimension and perturbation rank; ``k (T + 1) <= d`` for every T.
+    Ts : sequence of int
+        Numbers of retraining tasks T.
+    Ns : sequence of int
+        Samples per retraining task N.
+    ns : sequence of int
+        Fine-tuning sample sizes n.
+    noise_std : float
+        Standard deviation of the label noise at both stages.
+
+    Returns
+    -------
+    CheckResult
+        A measurement: ``key`` ``"end_to_end"``, ``held`` None, no margin, the instances,
+        the seconds and the measured ``numbers`` described above.
 
     Examples
     --------
