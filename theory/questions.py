@@ -604,6 +604,7 @@ def t2_selection_cell(
         fam = draw_generic_family(rng, d, 2, 1)
         q = fam.population()
         gd = lora_ml_paper_gd(q, 1, rng, rounds=rounds)
+        assert gd.U is not None  # the paper's schedule trains adapters
         A_gd, U_gd, moved[i] = polish(q, 1, gd.A, gd.U)
         rec[i, 0] = _t2_fields(fam, A_gd, U_gd)
         fast = solve_lora_ml(q, 1)
@@ -1469,7 +1470,7 @@ def end_to_end_cell(
 
 
 def end_to_end_prediction(
-    d: int, r: int, n: np.ndarray, noise_std: float, base_sq: float
+    d: int, r: int, n: np.ndarray | float, noise_std: float, base_sq: float
 ) -> np.ndarray:
     r"""First-order total risk of rank-r fine-tuning on n samples from a base with error E.
 
