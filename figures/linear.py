@@ -177,13 +177,13 @@ def _draw(param: str):
                 methods.append(("sr_released", "SR as released (frozen random adapters)", "-."))
             for m, (key, name, ls) in enumerate(methods):
                 st = plot.style(m if m < 2 else 3)
-                plot.band(
+                plot.median_band(
                     ax, x, data[f"{key}_curve"][i], label=name, color=st["color"],
                     marker=st["marker"], linestyle=ls, filled=m == 0,
                 )  # fmt: skip
                 ax.axhline(
-                    data[f"{key}_asymptote"][i].mean(), color=st["color"], linestyle=":",
-                    linewidth=1.2, label=f"{name.split(' (')[0]} closed-form limit",
+                    np.median(data[f"{key}_asymptote"][i]), color=st["color"], linestyle=":",
+                    linewidth=1.2, label=f"{name.split(' (')[0]} closed-form limit (median)",
                 )  # fmt: skip
             if "lora_limit_by_rank" in data and r == 3 * setting["k"]:
                 lim = {key: np.median(data[f"{key}_limit_by_rank"][i], axis=0) for key in
@@ -200,11 +200,11 @@ def _draw(param: str):
             ax.set_xlabel("fine-tuning iteration")
         axes[0].set_ylabel("test-task loss")
         handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
+        fig.legend(handles, labels, loc="outside lower center", ncols=4 if len(labels) <= 4 else 3)
         other = ", ".join(f"{k}={v}" for k, v in s["base"].items() if k != param)
         fig.suptitle(
             f"vary-{param}: {other}, noise std {s['noise_std']}, "
-            f"mean and min-max of {s['runs']} runs"
+            f"curves: {plot.band_note(s['runs'])}"
         )
         return fig
 

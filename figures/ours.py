@@ -156,10 +156,13 @@ def _sr_floor_draw(data: RunResult, s: dict[str, Any]):
     fig, ax = plot.figure(width=6.0, height=3.8)
     Ts = data["Ts"].astype(float)
     st = plot.style(0)
-    plot.band(
-        ax, Ts, data["floor"].T, label="SR rank-k floor (mean, min-max)", color=st["color"],
+    plot.median_band(
+        ax, Ts, data["floor"].T, label="SR rank-k floor", color=st["color"],
         marker=st["marker"], markevery=1,
     )  # fmt: skip
+    # The predictions and the upper bound are expectations: the means sit beside them as points.
+    ax.plot(Ts, data["floor"].mean(1), color=st["color"], linestyle="none", marker="x",
+            label="SR rank-k floor, mean (what the prediction predicts)")  # fmt: skip
     d, k = s["d"], s["k"]
     ax.plot(Ts, data["prediction"], color=plot.COLORS[1], linestyle="-", linewidth=2.0,
             label="prediction ((d-k)k/2)((d+1)/T + k(1-1/T))")  # fmt: skip
@@ -167,10 +170,10 @@ def _sr_floor_draw(data: RunResult, s: dict[str, Any]):
             label="upper bound E[1/2||A_SR - A*||^2] = (dk/2)((d+k+1)/T + k(1-1/T))")  # fmt: skip
     ax.plot(Ts, data["upper"].mean(1), color="0.35", linestyle="none", marker="v",
             markerfacecolor="white", label="1/2||A_SR - A*||^2 (measured mean)")  # fmt: skip
-    lower = data["lower"].mean(1)
-    lower = np.where(lower > 1e-8 * data["floor"].mean(1), lower, np.nan)  # 0 when kT <= 2k
+    lower = np.median(data["lower"], 1)
+    lower = np.where(lower > 1e-8 * np.median(data["floor"], 1), lower, np.nan)  # 0: kT <= 2k
     ax.plot(Ts, lower, color="0.6", linestyle=":", marker="^", markevery=1,
-            markerfacecolor="white", label="Weyl lower bound (mean; 0 for T <= 2)")  # fmt: skip
+            markerfacecolor="white", label="Weyl lower bound (median; 0 for T <= 2)")  # fmt: skip
     ax.axhline(0.5 * (d - k) * k**2, color=plot.COLORS[1], linewidth=0.8, linestyle=":",
                label="(d-k) k^2 / 2 (prediction as T -> infinity)")  # fmt: skip
     ax.set_xscale("log")
@@ -178,8 +181,9 @@ def _sr_floor_draw(data: RunResult, s: dict[str, Any]):
     ax.set_xlabel("number of retraining tasks T")
     ax.set_ylabel("population loss after best rank-k fine-tuning")
     ax.set_title(
-        f"sr-floor-vs-T: d={s['d']}, k={s['k']}, {s['instances']} instances per T "
-        "(LoRA-ML's floor is 0 for T>=3)"
+        f"sr-floor-vs-T: d={s['d']}, k={s['k']}, LoRA-ML's floor is 0 for T>=3\n"
+        f"{plot.band_note(s['instances'], 'instances')} per T",
+        fontsize=9,
     )
     ax.legend(loc="upper right", fontsize=7)
     return fig
@@ -283,11 +287,11 @@ def _rate_draw(data: RunResult, s: dict[str, Any]):
 
     fig, ax = plot.figure(width=6.0, height=3.9)
     ns = data["ns"].astype(float)
-    per_instance = data["risk"].mean(3)  # (instance, method, n)
+    per_instance = data["risk"].mean(3)  # (instance, method, n): each family's expected risk
     styles = ("-", "--", "-.")
     for m, name in enumerate(RATE_METHODS):
         st = plot.style(m)
-        plot.band(
+        plot.median_band(
             ax, ns, per_instance[:, m], label=f"{name} (slope {data['slopes'][m]:.2f})",
             color=st["color"], marker=st["marker"], linestyle=styles[m], markevery=1,
             filled=m != 1,
@@ -303,7 +307,8 @@ def _rate_draw(data: RunResult, s: dict[str, Any]):
     ax.set_ylabel("excess risk 1/2||A + UV^T - A_test*||^2")
     ax.set_title(
         f"rate: d={s['d']}, T={s['T']}, k={s['k']}, noise std {s['noise_std']}; "
-        f"{s['instances']} families x {s['reps']} draws",
+        f"{s['instances']} families x {s['reps']} draws\neach family: mean risk over its draws; "
+        f"{plot.band_note(s['instances'], 'families')}\nslopes: fit to the mean over all",
         fontsize=9,
     )
     ax.legend(loc="center right", fontsize=7)

@@ -61,38 +61,59 @@ def style(i: int) -> dict:
     return {"color": COLORS[i % len(COLORS)], "marker": MARKERS[i % len(MARKERS)]}
 
 
-def band(
+def band_note(runs: int, what: str = "runs") -> str:
+    """Caption of every :func:`median_band` figure: ``median, band: min-max over N runs``."""
+    return f"median, band: min-max over {runs} {what}"
+
+
+def median_band(
     ax,
     x: np.ndarray,
     runs: np.ndarray,
     *,
-    label: str,
+    label: str | None = None,
     color: str,
     marker: str,
     linestyle: str = "-",
-    center: str = "mean",
     markevery: int | None = None,
     filled: bool = True,
-) -> None:
-    """Centre curve (mean or median over runs) with the min-max band over runs.
+    alpha: float = 0.15,
+):
+    """Median over runs as the line, with the min-max band over runs shaded behind it.
+
+    On log axes an arithmetic mean is pulled towards the largest run (one bad run can lift it
+    above every other run), so every figure that summarises runs draws the median and the full
+    min-max range instead; captions say so with :func:`band_note`.
 
     Parameters
     ----------
     ax : matplotlib Axes
     x : ndarray, shape (m,)
     runs : ndarray, shape (runs, m)
-    label, color, marker, linestyle : str
-    center : {"mean", "median"}
+        One row per run.
+    label : str, optional
+        Legend entry of the median line.
+    color, marker, linestyle : str
     markevery : int, optional
         Marker spacing (about 8 markers per curve when omitted).
     filled : bool
         Filled markers (open markers otherwise, which tell methods apart in grey scale).
+    alpha : float
+        Opacity of the band.
+
+    Returns
+    -------
+    (Line2D, PolyCollection)
+        The median line and the band.
     """
-    mid = runs.mean(0) if center == "mean" else np.median(runs, axis=0)
-    ax.fill_between(x, runs.min(0), runs.max(0), color=color, alpha=0.15, linewidth=0)
-    ax.plot(
+    x = np.asarray(x)
+    runs = np.atleast_2d(np.asarray(runs, dtype=float))
+    if runs.shape[-1] != x.shape[0]:
+        raise ValueError(f"runs has {runs.shape[-1]} points per run, x has {x.shape[0]}")
+    shade = ax.fill_between(x, runs.min(0), runs.max(0), color=color, alpha=alpha, linewidth=0)
+    (line,) = ax.plot(
         x,
-        mid,
+        np.median(runs, axis=0),
         label=label,
         color=color,
         marker=marker,
@@ -100,6 +121,7 @@ def band(
         markevery=markevery or max(1, len(x) // 8),
         markerfacecolor=color if filled else "white",
     )
+    return line, shade
 
 
 def save(fig, stem: Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:

@@ -168,26 +168,30 @@ def _draw(param: str):
     def draw(data: RunResult, s: dict[str, Any]):
         from loraml.figures import plot
 
-        fig, ax = plot.figure(width=6.4, height=4.0)
+        values = data["values"]
+        fig, axes = plot.figure(ncols=len(values), width=2.6 * len(values), height=3.4)
+        axes = np.atleast_1d(axes)
         x = data["epochs"] + 1
-        for i, v in enumerate(data["values"]):
-            st = plot.style(i)
-            for key, name in (("lora", "LoRA-ML"), ("sr", "SR")):
-                runs = data[f"{key}_curve"][i]
-                ax.plot(
-                    x, np.median(runs, axis=0), color=st["color"], marker=st["marker"],
-                    linestyle=plot.METHOD_STYLE[name], markevery=max(1, len(x) // 8),
-                    markerfacecolor=st["color"] if key == "lora" else "white",
-                    label=f"{param}={int(v)}, {name}",
+        for ax, i, v in zip(axes, range(len(values)), values, strict=True):
+            for m, (key, name) in enumerate((("lora", "LoRA-ML"), ("sr", "SR"))):
+                st = plot.style(m)
+                plot.median_band(
+                    ax, x, data[f"{key}_curve"][i], color=st["color"], marker=st["marker"],
+                    linestyle=plot.METHOD_STYLE[name], filled=m == 0, label=name,
                 )  # fmt: skip
-        ax.set_yscale("log")
-        ax.set_xlabel("fine-tuning epoch")
-        ax.set_ylabel("clean-label MSE (median)")
-        ax.legend(ncols=2, loc="best")
+            ax.set_yscale("log")
+            ax.set_title(f"{param} = {int(v)}")
+            ax.set_xlabel("fine-tuning epoch")
+        lims = np.array([ax.get_ylim() for ax in axes])
+        for ax in axes:  # one y range for all panels, so the panels compare by eye
+            ax.set_ylim(lims[:, 0].min(), lims[:, 1].max())
+        axes[0].set_ylabel("clean-label MSE")
+        axes[0].legend(loc="upper right")
         other = ", ".join(f"{k}={v}" for k, v in s["base"].items() if k != param)
-        ax.set_title(
-            f"shallow-vary-{param}: {other}\n{s['epochs']} retraining / {s['epochs_ft']} "
-            f"fine-tuning epochs (AdamW lr {s['lr']:g}), median of {s['trials']} trials",
+        fig.suptitle(
+            f"shallow-vary-{param}: {other}, {s['epochs']} retraining / {s['epochs_ft']} "
+            f"fine-tuning epochs (AdamW lr {s['lr']:g})\n"
+            f"{plot.band_note(s['trials'], 'trials')}",
             fontsize=9,
         )
         return fig

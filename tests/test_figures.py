@@ -221,6 +221,68 @@ def test_committed_vary_T_traces_the_papers_two_task_gap_to_the_released_sr():
 
 
 # ---------------------------------------------------------------------------------------------
+# Drawing: on log axes the runs are summarised by their median and min-max band, never the mean
+# ---------------------------------------------------------------------------------------------
+def test_median_band_draws_the_median_and_the_min_max_band():
+    from matplotlib.collections import PolyCollection
+
+    from loraml.figures import plot
+
+    x = np.arange(1.0, 7.0)
+    runs = np.array([np.full(6, 1.0), np.full(6, 2.0), 10.0 ** np.arange(1.0, 7.0)])  # skewed
+    assert not np.allclose(np.median(runs, 0), runs.mean(0))  # the mean would be far off
+    fig, ax = plot.figure()
+    line, shade = plot.median_band(ax, x, runs, label="m", color="k", marker="o")
+    ax.set_yscale("log")
+    assert list(ax.get_lines()) == [line] and list(ax.collections) == [shade]
+    assert isinstance(shade, PolyCollection)
+    np.testing.assert_array_equal(line.get_xdata(), x)
+    np.testing.assert_array_equal(line.get_ydata(), np.median(runs, 0))
+    verts = shade.get_paths()[0].vertices
+    for xi, lo, hi in zip(x, runs.min(0), runs.max(0), strict=True):
+        ys = verts[np.isclose(verts[:, 0], xi), 1]
+        assert ys.min() == pytest.approx(lo) and ys.max() == pytest.approx(hi)
+    assert verts[:, 1].min() == pytest.approx(1.0) and verts[:, 1].max() == pytest.approx(1e6)
+    assert plot.band_note(3) == "median, band: min-max over 3 runs"
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def _drawn_runs(name):
+    """(figure, runs the first LoRA-ML / SR-floor line summarises, label prefix) from quick data."""
+    d = _quick(name)
+    if name.startswith(("vary-", "shallow-")):
+        return d, d["lora_curve"][0], "LoRA-ML"
+    if name == "rate":
+        return d, d["risk"].mean(3)[:, 0], "LoRA-ML, rank k"
+    return d, d["floor"].T, "SR rank-k floor"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [f"vary-{p}" for p in "dTNnk"] + ["shallow-vary-d", "shallow-vary-T", "sr-floor-vs-T", "rate"],
+)
+def test_log_axis_figures_draw_the_median_of_their_runs(name):
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    spec = registry()[name]
+    data, runs, prefix = _drawn_runs(name)
+    fig = spec.draw(data, spec.quick)
+    try:
+        ax = fig.axes[0]
+        assert ax.get_yscale() == "log"
+        (line,) = [ln for ln in ax.get_lines() if str(ln.get_label()).startswith(prefix)][:1]
+        np.testing.assert_allclose(line.get_ydata(), np.median(runs, 0))
+        texts = " ".join(t.get_text() for t in fig.findobj(Text))
+        assert f"median, band: min-max over {runs.shape[0]} " in texts
+        assert "mean and min-max" not in texts
+    finally:
+        plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
 # Cache, resumption, determinism across processes
 # ---------------------------------------------------------------------------------------------
 TINY = {"d": 8, "k": 1, "Ts": [2, 3], "instances": 2}
