@@ -65,7 +65,7 @@ def test_there_are_public_theory_functions_to_check():
     # the count grows as functions are added; it only guards against an empty discovery
     assert len(names) >= 50
     assert "loraml.theory.retraining.solve_lora_ml" in names
-    assert "loraml.theory.checks.check_theorem3" in names
+    assert "loraml.theory.checks_theorems.check_theorem3" in names
 
 
 def test_every_public_theory_function_has_parameters_returns_and_examples():
