@@ -248,7 +248,9 @@ def test_random_starts_end_badly_only_at_a_tight_dimension_with_spread_scales():
     tight = qn.landscape_map_cell(
         np.random.default_rng(8), T=3, k=1, gap=0, spread=2.0, instances=1, starts=4
     )["classes"]
-    assert np.sum(tight == 1) >= 2  # stuck: still at nonzero loss after a tol=1e-16 restart
+    # stuck: still at nonzero loss after a tol=1e-16 restart (1 of 4 starts with the solver's
+    # per-task stopping rule and its stalled-L-BFGS fallback; 2 of 4 before them)
+    assert np.sum(tight == 1) >= 1
     roomy = qn.landscape_map_cell(
         np.random.default_rng(8), T=3, k=1, gap=3, spread=0.0, instances=3, starts=2
     )["classes"]
