@@ -220,6 +220,19 @@ def test_committed_vary_T_traces_the_papers_two_task_gap_to_the_released_sr():
     assert numbers["sr_released_limit_median"][i] > 10 * numbers["sr_limit_median"][i]
 
 
+def test_committed_vary_k_shortfall_at_k2_is_the_paper_schedule_not_the_objective():
+    d = _quick("vary-k")
+    k = list(d["values"])
+    lora, fast = np.median(d["lora_asymptote"], 1), np.median(d["fast_limit"], 1)
+    # k = 1: the 3000-round schedule converges, so both bases reach the same limit ...
+    assert lora[k.index(1)] == pytest.approx(fast[k.index(1)], rel=0.5)
+    # ... k = 2 (k(T+1) = 9 <= d = 10, generic): the fast solver's base fine-tunes far lower.
+    assert fast[k.index(2)] < lora[k.index(2)] / 10
+    assert np.median(d["fast_base_error"][k.index(2)]) < np.median(d["lora_base_error"][k.index(2)])
+    numbers = json.loads((QUICK_DIR / "vary-k.json").read_text())["numbers"]
+    assert numbers["fast_limit_median"][k.index(2)] < numbers["lora_limit_median"][k.index(2)] / 10
+
+
 # ---------------------------------------------------------------------------------------------
 # Drawing: on log axes the runs are summarised by their median and min-max band, never the mean
 # ---------------------------------------------------------------------------------------------
