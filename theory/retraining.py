@@ -130,14 +130,26 @@ def sr_gd(
     """
     start = time.perf_counter()
     A = np.zeros((q.C.shape[1], q.d)) if A0 is None else A0.astype(float).copy()
-    losses = np.empty(steps + 1)
-    for i in range(steps):
-        losses[i] = q.losses(A).sum()
-        check_descent(losses[i], losses[0], i, method="sr_gd", lr=f"lr={lr:g}")
-        A -= lr * q.grads(A).mean(0)
-    losses[steps] = q.losses(A).sum()
-    check_descent(losses[steps], losses[0], steps, method="sr_gd", lr=f"lr={lr:g}")
+    A, losses = _base_gd(q, A, 0.0, steps, lr, "sr_gd")
     return GDResult(A, losses=losses, seconds=time.perf_counter() - start)
+
+
+def _base_gd(
+    q: Quadratics, A: np.ndarray, offset: np.ndarray | float, steps: int, lr: float, method: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``steps`` of ``A <- A - lr (1/T) sum_t G_t(A + offset_t)``; ``losses[i]`` before step i.
+
+    ``offset`` is 0 for SR or the frozen adapters ``U_t0 U_t0^T`` of the released script's SR.
+    A loss that turns non-finite or grows past 1000 times its start raises
+    :class:`~loraml.theory.divergence.DivergenceError` naming the step.
+    """
+    losses = np.empty(steps + 1)
+    for i in range(steps + 1):
+        losses[i] = q.losses(A + offset).sum()
+        check_descent(losses[i], losses[0], i, method=method, lr=f"lr={lr:g}")
+        if i < steps:
+            A = A - lr * q.grads(A + offset).mean(0)
+    return A, losses
 
 
 def sr_released(
@@ -203,12 +215,7 @@ def sr_released(
     T, d = q.T, q.d
     U0 = init_std * rng.standard_normal((T, d, k))
     P0 = U0 @ np.swapaxes(U0, 1, 2)
-    A = np.zeros((q.C.shape[1], d))
-    losses = np.empty(steps + 1)
-    for i in range(steps):
-        losses[i] = q.losses(A + P0).sum()
-        A = A - lr * q.grads(A + P0).mean(0)
-    losses[steps] = q.losses(A + P0).sum()
+    A, losses = _base_gd(q, np.zeros((q.C.shape[1], d)), P0, steps, lr, "sr_released")
     return GDResult(A, U0, losses=losses, seconds=time.perf_counter() - start)
 
 
