@@ -19,7 +19,7 @@ import numpy as np
 
 from loraml.theory.checks import CheckResult, _measurement, draw_generic_family
 from loraml.theory.family import TaskFamily
-from loraml.theory.landscape import random_start
+from loraml.theory.landscape import random_start, wilson_interval
 from loraml.theory.objectives import Quadratics
 from loraml.theory.retraining import solve_lora_ml
 
@@ -33,7 +33,10 @@ RUNAWAY_FACTOR = 10.0
 
 
 def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    r"""Wilson score interval of a binomial proportion (95 % by default).
+    r"""Wilson score interval of a binomial proportion (95 % by default), with z = 1.96.
+
+    :func:`loraml.theory.landscape.wilson_interval` with this module's z (the committed records
+    were computed with 1.96).
 
     ``(p + z^2/(2n) -+ z sqrt(p(1-p)/n + z^2/(4n^2))) / (1 + z^2/n)`` with ``p = successes / n``
     (Wilson 1927); unlike ``p -+ z sqrt(p(1-p)/n)`` it stays inside [0, 1] and is not empty at
@@ -55,13 +58,7 @@ def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
     >>> round(lo, 3), round(hi, 3)
     (0.0, 0.161)
     """
-    if trials <= 0:
-        return (0.0, 1.0)
-    p = successes / trials
-    den = 1 + z * z / trials
-    mid = (p + z * z / (2 * trials)) / den
-    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / den
-    return (float(max(0.0, mid - half)), float(min(1.0, mid + half)))
+    return wilson_interval(successes, trials, z)
 
 
 def fraction(successes: int, trials: int) -> dict:
