@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from loraml.empirical import methods as M
 from loraml.empirical.parallel import launched_world_size
+from loraml.theory.io import check_output_path
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -369,25 +369,10 @@ def _same_content(a: str, b: str) -> bool:
 
 
 def _check_out(out: Path) -> None:
-    """Refuse a run directory that cannot be one: not a directory, a name too long, under a
-    regular file, or not writable (checked on the nearest existing ancestor)."""
-    if str(out) == "":
-        raise ValueError("out is empty; give a run directory")
-    if any(len(part.encode()) > 255 for part in out.parts):
-        raise ValueError(f"out {str(out)[:80]}...: a path component is longer than 255 bytes")
-    if out.exists() or out.is_symlink():
-        if not out.is_dir():
-            raise ValueError(f"out {out} exists and is not a directory; give a directory")
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise ValueError(f"out {out} is not writable; give another directory")
-        return
-    parent = out.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"out {out}: {parent} is a file, so no directory can be made under it")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"out {out}: cannot create it under {parent} (not writable)")
+    """Refuse a run directory that cannot be one (:func:`loraml.theory.io.check_output_path`
+    with ``folder=True``: not a folder, a name too long, under a regular file, or not writable on
+    its nearest existing ancestor); the message starts with ``out``, shown as ``--out``."""
+    check_output_path(out, folder=True, what="out")
 
 
 def preflight(cfg: RunConfig, seeds: Sequence[int], out: Path) -> None:
