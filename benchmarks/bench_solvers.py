@@ -13,7 +13,10 @@ Three parts, each printed as a table (and all written to ``--json`` when given):
 3. Scaling of the fast solver with d, T, k (population) and N (finite sample; the solver itself is
    independent of N, forming the sufficient statistics is O(T d^2 N)).
 
-Times are the median over ``--repeats`` runs on the same instance (``time.perf_counter``).
+Times are the median over ``--repeats`` runs on the same instance, both wall time
+(``time.perf_counter``) and CPU time of this process (``time.process_time``, less sensitive to other
+jobs on a shared machine; with several BLAS threads it can exceed the wall time). Speed-ups are
+ratios of medians measured in the same run.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -30,13 +34,15 @@ import numpy as np
 import loraml.theory as th
 
 
-def _median_time(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
+def _median_time(fn, repeats: int) -> tuple[float, float, object]:
+    """Median wall seconds, median CPU seconds of this process, and the last result."""
+    walls, cpus, out = [], [], None
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus), out
 
 
 def paper_instance(repeats: int, skip_paper: bool) -> dict:
@@ -46,21 +52,24 @@ def paper_instance(repeats: int, skip_paper: bool) -> dict:
     fam = th.draw_family(d, T, k, rng)
     X, Y = th.sample_family_data(fam.targets(), N, s, rng)
     q = th.Quadratics.from_data(X, Y)
-    t_fast, fast = _median_time(lambda: th.solve_lora_ml(q, k), repeats)
+    t_fast, c_fast, fast = _median_time(lambda: th.solve_lora_ml(q, k), repeats)
     row = {
         "instance": "d=10 T=3 N=5000 k=1 noise_std=0.01 (seed 0)",
         "fast_seconds": t_fast,
+        "fast_cpu_seconds": c_fast,
         "fast_error_fro": th.base_error(fast.A, fam.A_star).fro,
         "fast_iterations": fast.iterations,
     }
     if not skip_paper:
-        t_paper, paper = _median_time(
-            lambda: th.lora_ml_paper_gd(q, k, np.random.default_rng(1)), 1
+        t_paper, c_paper, paper = _median_time(
+            lambda: th.lora_ml_paper_gd(q, k, np.random.default_rng(1)), repeats
         )
         row |= {
             "paper_seconds": t_paper,
+            "paper_cpu_seconds": c_paper,
             "paper_error_fro": th.base_error(paper.A, fam.A_star).fro,
             "speedup": t_paper / t_fast,
+            "speedup_cpu": c_paper / c_fast,
         }
     return row
 
@@ -69,10 +78,11 @@ def large_population(repeats: int) -> dict:
     """Part 2: population d=1000, T=10, k=5."""
     fam = th.draw_family(1000, 10, 5, np.random.default_rng(0))
     q = fam.population()
-    t, res = _median_time(lambda: th.solve_lora_ml(q, 5), repeats)
+    t, c, res = _median_time(lambda: th.solve_lora_ml(q, 5), repeats)
     return {
         "instance": "population d=1000 T=10 k=5 (seed 0)",
         "seconds": t,
+        "cpu_seconds": c,
         "relative_error": th.base_error(res.A, fam.A_star).relative,
         "message": res.message,
     }
@@ -97,13 +107,14 @@ def scaling(repeats: int) -> list[dict]:
             q = fam.population()
         else:
             X, Y = th.sample_family_data(fam.targets(), p["N"], 0.01, rng)
-            t_stats, q = _median_time(lambda X=X, Y=Y: th.Quadratics.from_data(X, Y), repeats)
-        t, res = _median_time(lambda q=q, k=p["k"]: th.solve_lora_ml(q, k), repeats)
+            t_stats, _, q = _median_time(lambda X=X, Y=Y: th.Quadratics.from_data(X, Y), repeats)
+        t, c, res = _median_time(lambda q=q, k=p["k"]: th.solve_lora_ml(q, k), repeats)
         rows.append(
             p
             | {
                 "stats_seconds": t_stats,
                 "solve_seconds": t,
+                "solve_cpu_seconds": c,
                 "relative_error": th.base_error(res.A, fam.A_star).relative,
                 "iterations": res.iterations,
             }
@@ -132,28 +143,37 @@ def main() -> None:
     ap.add_argument("--skip-paper", action="store_true", help="skip the minutes-long schedule")
     args = ap.parse_args()
 
-    out = {"machine": machine()}
+    out = {"command": " ".join(["python", "benchmarks/bench_solvers.py", *sys.argv[1:]])}
+    out["machine"] = machine()
     out["paper"] = p = paper_instance(args.repeats, args.skip_paper)
     print("## Paper default instance:", p["instance"])
     print(f"fast solver : {p['fast_seconds']:.4f} s, ||A_hat - A*||_F = {p['fast_error_fro']:.3e}")
     if "paper_seconds" in p:
         err = p["paper_error_fro"]
         print(f"paper sched.: {p['paper_seconds']:.2f} s, ||A_hat - A*||_F = {err:.3e}")
-        print(f"speed-up    : {p['speedup']:.0f}x")
+        print(f"speed-up    : {p['speedup']:.0f}x wall, {p['speedup_cpu']:.0f}x CPU time")
 
     out["large"] = g = large_population(args.repeats)
     print(f"\n## {g['instance']}: {g['seconds']:.3f} s, relative error {g['relative_error']:.2e}")
 
     out["scaling"] = rows = scaling(args.repeats)
     print("\n## Scaling (fast solver; population unless N is given)")
-    print("|    d |  T |  k |      N | stats (s) | solve (s) | rel. error | iterations |")
-    print("|-----:|---:|---:|-------:|----------:|----------:|-----------:|-----------:|")
+    print(
+        "|    d |  T |  k |      N | stats (s) | solve (s) | solve CPU (s) | rel. error "
+        "| iterations |"
+    )
+    print(
+        "|-----:|---:|---:|-------:|----------:|----------:|--------------:|-----------:"
+        "|-----------:|"
+    )
     for r in rows:
         n = "-" if r["N"] is None else str(r["N"])
         print(
             f"| {r['d']:>4} | {r['T']:>2} | {r['k']:>2} | {n:>6} | {r['stats_seconds']:9.4f} "
-            f"| {r['solve_seconds']:9.4f} | {r['relative_error']:10.2e} | {r['iterations']:>10} |"
+            f"| {r['solve_seconds']:9.4f} | {r['solve_cpu_seconds']:13.4f} "
+            f"| {r['relative_error']:10.2e} | {r['iterations']:>10} |"
         )
+    out["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2, default=str)

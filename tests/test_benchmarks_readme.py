@@ -29,3 +29,34 @@ def test_readme_quotes_the_committed_empirical_benchmark():
     ]
     missing = [q for q in quoted if q not in readme]
     assert not missing, f"benchmarks/README.md does not quote {missing} from {RESULT.name}"
+
+
+SOLVERS = ROOT / "benchmarks" / "results" / "solvers_cpu.json"
+
+
+def test_readme_quotes_the_committed_solver_benchmark():
+    if not SOLVERS.is_file():
+        pytest.skip("no committed benchmark JSON")
+    readme = " ".join((ROOT / "benchmarks" / "README.md").read_text().split())
+    r = json.loads(SOLVERS.read_text())
+    p, g, m = r["paper"], r["large"], r["machine"]
+    assert r["command"] in readme
+    quoted = [
+        f"{p['speedup_cpu']:.0f}x in CPU time",
+        f"({p['speedup']:.0f}x wall",
+        f"| {p['paper_cpu_seconds']:.3f} s | {p['paper_seconds']:.2f} s "
+        f"| {p['paper_error_fro']:.3e} |",
+        f"| {p['fast_cpu_seconds']:.4f} s | {p['fast_seconds']:.4f} s "
+        f"| {p['fast_error_fro']:.3e} |",
+        f"{g['cpu_seconds']:.2f} s of CPU ({g['seconds']:.2f} s wall",
+        f"relative error {g['relative_error']:.1e}",
+        f"{m['load_average_1min_at_start']:.1f} at the start and "
+        f"{m['load_average_1min_at_end']:.1f} at the end",
+        *(
+            f"| {row['solve_cpu_seconds']:.4f} | {row['solve_seconds']:.4f} "
+            f"| {row['relative_error']:.2e} | {row['iterations']} |"
+            for row in r["scaling"]
+        ),
+    ]
+    missing = [q for q in quoted if q not in readme]
+    assert not missing, f"benchmarks/README.md does not quote {missing} from {SOLVERS.name}"

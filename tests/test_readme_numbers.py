@@ -51,6 +51,10 @@ SOURCES: dict[str, tuple[str, str]] = {
         "python benchmarks/bench_empirical.py --candidates 8 --max-length 48 --steps 4 --rounds 3 "
         "--mem-rounds 1 --json FILE",
     ),
+    "bench-solvers": (
+        "benchmarks/results/solvers_cpu.json",
+        "OPENBLAS_NUM_THREADS=1 python benchmarks/bench_solvers.py --repeats 5 --json FILE",
+    ),
     "shallow-vary-d": (
         "figures/output/quick/shallow-vary-d.npz",
         "loraml figures shallow-vary-d --quick",
@@ -443,6 +447,16 @@ QUOTES: list[Quote] = [
             f(j["flop_bound_speed_ratio"]),
             f(j["memory_ratio_lora_ml_over_sr"]),
         ),
+    ),
+    Quote(
+        "bench-solvers",
+        "| {}x less CPU time ({}x wall), smaller",
+        lambda j: (f"{j['paper']['speedup_cpu']:.0f}", f"{j['paper']['speedup']:.0f}"),
+    ),
+    Quote(
+        "bench-solvers",
+        "| relative error {} in {} s of CPU |",
+        lambda j: (f"{j['large']['relative_error']:.1e}", f(j["large"]["cpu_seconds"])),
     ),
     # ---- the derived predictions beside the measurements (the figures' "numbers" entries)
     Quote(

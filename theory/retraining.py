@@ -7,6 +7,7 @@ losses) so that the same code serves the infinite-sample theory and the finite-s
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -380,11 +381,33 @@ class LoraMLResult:
         return compact_repr(self)
 
 
+def _memo(q: Quadratics, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """``compute()`` stored on ``q`` (frozen, so the value cannot go stale), as ``least_squares``.
+
+    The stopping rule runs at every L-BFGS iteration; recomputing these per-task constants
+    there cost 5-15 % of a small solve (d = 10, T = 3, measured).
+    """
+    value = q.__dict__.get(name)
+    if value is None:
+        value = compute()
+        object.__setattr__(q, name, value)
+    return value
+
+
 def _task_scales(q: Quadratics) -> np.ndarray:
     """``||B_t||_{S_t} = sqrt(tr(B_t S_t B_t^T))`` per task (population: ``||A_t*||_F``)."""
-    B = q.least_squares()
-    sq = np.einsum("tij,tij->t", q.times_S(B), B)
-    return np.sqrt(np.maximum(sq, 0.0))
+
+    def compute() -> np.ndarray:
+        B = q.least_squares()
+        sq = np.einsum("tij,tij->t", q.times_S(B), B)
+        return np.sqrt(np.maximum(sq, 0.0))
+
+    return _memo(q, "_task_scales", compute)
+
+
+def _C_norms(q: Quadratics) -> np.ndarray:
+    """``s_t = ||C_t||_F`` per task (floored at a tiny positive number), the gradients' units."""
+    return _memo(q, "_C_norms", lambda: np.maximum(np.linalg.norm(q.C, axis=(1, 2)), _TINY))
 
 
 def task_residuals(
@@ -457,7 +480,7 @@ def zero_thresholds(q: Quadratics, zero_tol: float = 1e-8) -> np.ndarray:
     >>> zero_thresholds(q).tolist()
     [1e-08, 1e-08, 1e-08]
     """
-    s = np.maximum(np.linalg.norm(q.C, axis=(1, 2)), _TINY)
+    s = _C_norms(q)
     return np.maximum(zero_tol, 100 * np.finfo(float).eps * s.max() / s)
 
 
@@ -506,7 +529,7 @@ def _stationarity_from(
     q: Quadratics, G: np.ndarray, U: np.ndarray, V: np.ndarray | None
 ) -> np.ndarray:
     """:func:`task_stationarity` from the task gradients ``G_t`` already computed."""
-    s = np.maximum(np.linalg.norm(q.C, axis=(1, 2)), _TINY)
+    s = _C_norms(q)
     if V is None:
         gU = (G + _t(G)) @ U
         num = np.linalg.norm(gU, axis=(1, 2))
@@ -563,7 +586,7 @@ def stationarity_thresholds(
     >>> thr.shape, bool(np.all(thr >= 1e-12))
     ((4,), True)
     """
-    s = np.maximum(np.linalg.norm(q.C, axis=(1, 2)), _TINY)
+    s = _C_norms(q)
     eps = np.finfo(float).eps
     r = np.zeros(q.T) if residuals is None else np.asarray(residuals, dtype=float)
     floor = np.append(np.maximum(16 * eps * s.max() / s, 10 * np.sqrt(eps) * r), 16 * eps)
