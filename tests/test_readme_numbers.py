@@ -517,8 +517,9 @@ QUOTES: list[Quote] = [
     ),
     Quote(
         "landscape-T2",
-        "to relative distance {} and stopped at objective {}, not a minimum. For T = 3 all {} ends "
-        "are A* (distance below {})",
+        "to relative distance {} and stopped at objective {}, not a minimum (the solver says so: "
+        "`converged=False`, status `not converged`). For T = 3 all {} ends are A* "
+        "(distance below {})",
         lambda z: (
             f"{z['T2'][:, 0].max():.1e}",
             g(z["T2"][:, 1].max(), 2),
