@@ -50,6 +50,7 @@ SOURCES: dict[str, tuple[str, str]] = {
     "vary-N": ("figures/output/full/vary-N.npz", "loraml figures vary-N"),
     "vary-n": ("figures/output/full/vary-n.npz", "loraml figures vary-n"),
     "spectrum": ("figures/output/full/spectrum.npz", "loraml figures spectrum"),
+    "phase": ("figures/output/full/phase.npz", "loraml figures phase"),
     "landscape-T2": ("figures/output/full/landscape-T2.npz", "loraml figures landscape-T2"),
     "bench-empirical": (
         "benchmarks/results/empirical_cpu.json",
@@ -119,6 +120,12 @@ def span(xs: Sequence[float], fmt: Callable[[float], str] = f, sep: str = "-") -
 def final_medians(z: dict[str, Any], key: str) -> str:
     """Medians over runs of a sweep's final loss, one per swept value: ``"0.001 / 0.00227"``."""
     return " / ".join(g(x, 3) for x in np.median(z[key][:, :, -1], axis=1))
+
+
+def phase_count(z: dict[str, Any], method: int, T: int, k: int) -> int:
+    """Instances recovered in one cell of the phase figure (methods: LoRA-ML, SR, nuclear, SDP)."""
+    i, j = list(z["Ts"]).index(T), list(z["ks"]).index(k)
+    return int(round(z["fraction"][method, i, j] * z["error"].shape[-1]))
 
 
 def frac(rec: dict[str, Any], method: str) -> str:
@@ -525,6 +532,59 @@ QUOTES: list[Quote] = [
             g(z["T2"][:, 1].max(), 2),
             z["T3"][:, 0].size,
             e(z["T3"][:, 0].max()),
+        ),
+    ),
+    Quote(
+        "phase",
+        "(20 per cell, d = 12) on which each method recovers A* (relative error < {}). LoRA-ML "
+        "recovers A* on all {} instances with T >= 3 in this grid, even beyond the genericity line "
+        "k(T+1) = d (orange), and on none with T = 2; SR never does.",
+        lambda z: (
+            (
+                e0(float(z["rtol"])),
+                int(round(z["fraction"][0, 1:].sum() * 20))
+                if z["fraction"][0, 1:].min() == 1
+                else -1,
+            )
+            if z["fraction"][0, 0].max() == 0 and z["fraction"][1].max() == 0
+            else ("SR or T = 2 recovered",)
+        ),
+    ),
+    Quote(
+        "phase",
+        "for k <= 3 and from T = 6 for k = 4 ({}/20 at T = 5); at T = 4 on {}/20, {}/20, {}/20 "
+        "and {}/20 for k = 1, 2, 3, 4; at T = 3 on {}/20 for k = 1, {}/20 for k = 2 and never for "
+        "k >= 3",
+        lambda z: (
+            (
+                phase_count(z, 3, 5, 4),
+                *(phase_count(z, 3, 4, k) for k in (1, 2, 3, 4)),
+                phase_count(z, 3, 3, 1),
+                phase_count(z, 3, 3, 2),
+            )
+            if all(phase_count(z, 3, T, k) == 20 for T in (5, 6, 8, 10) for k in (1, 2, 3))
+            and all(phase_count(z, 3, T, 4) == 20 for T in (6, 8, 10))
+            and phase_count(z, 3, 3, 3) == phase_count(z, 3, 3, 4) == 0
+            else ("SDP pattern changed",)
+        ),
+    ),
+    Quote(
+        "phase",
+        "for k = 1 it recovers {}/20 at T = 3 and 20/20 from T = 6, for k = 2 {}/20 at T = 3 and "
+        "20/20 only at T = 10, for k = 3 at most {}/20 (T = 10), for k = 4 never.",
+        lambda z: (
+            (
+                phase_count(z, 2, 3, 1),
+                phase_count(z, 2, 3, 2),
+                phase_count(z, 2, 10, 3),
+            )
+            if phase_count(z, 2, 6, 1) == 20
+            and phase_count(z, 2, 5, 1) < 20
+            and phase_count(z, 2, 10, 2) == 20
+            and phase_count(z, 2, 8, 2) < 20
+            and max(phase_count(z, 2, T, 3) for T in z["Ts"]) == phase_count(z, 2, 10, 3)
+            and z["fraction"][2, :, 3].max() == 0
+            else ("nuclear-norm pattern changed",)
         ),
     ),
     # ---- the derived predictions beside the measurements (the figures' "numbers" entries)
