@@ -1,6 +1,7 @@
 """``loraml empirical``: run the language experiment, rebuild its report.
 
-    loraml empirical run --preset {tiny,cpu,paper} [--seeds 0 1 2] [--out DIR] [overrides]
+    loraml empirical run --preset {tiny,cpu,power,paper} [--seeds 0 1 2] [--out DIR] [overrides]
+    loraml empirical run --preset power --batching per-task --dry-run   # tasks, sizes, cost
     loraml empirical report DIR
 
 torch, transformers and peft are imported inside the subcommand functions only, so
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from loraml.cli import UsageError
 
-PRESET_NAMES = ("tiny", "cpu", "paper")
+PRESET_NAMES = ("tiny", "cpu", "power", "paper")
 
 # Override flag -> (RunConfig field, type, help).
 _OVERRIDES: dict[str, tuple[str, type, str]] = {
@@ -35,6 +36,12 @@ _OVERRIDES: dict[str, tuple[str, type, str]] = {
     "--candidates": ("n_candidates", int, "candidates K per example"),
     "--max-length": ("max_length", int, "tokens per (context, candidate) pair"),
     "--max-examples": ("max_examples_per_task", int, "cap on training examples per task"),
+    "--eval-dialogues": (
+        "eval_dialogues",
+        int,
+        "last dialogues of every task held out for hits@1 and the retraining epoch's selection "
+        "(released scripts: 3)",
+    ),
     "--epochs": ("epochs", int, "retraining epochs"),
     "--ft-epochs": ("ft_epochs", int, "fine-tuning epochs"),
     "--lr": ("lr", float, "retraining learning rate"),
@@ -112,7 +119,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=PRESET_NAMES,
         required=True,
         help="tiny: seconds, for tests; cpu: MiniLM offline check (~30 min a seed "
-        "on 2 cores); paper: roberta-base on ConvAI2 (GPU)",
+        "on 2 cores); power: the powered MiniLM protocol of empirical/results/POWER.md (40 "
+        "unseen tasks, 5 seeds: days of CPU, see --dry-run); paper: roberta-base on ConvAI2 "
+        "(GPU)",
     )
     run.add_argument("--seeds", type=int, nargs="+", help="training seeds (default per preset)")
     run.add_argument("--out", help="run directory (default runs/empirical-PRESET)")
@@ -131,6 +140,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "released scripts delete); give none to keep every task",
     )
     run.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the tasks chosen, their training and held-out sizes and a cost estimate, "
+        "then stop (creates nothing)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument(
         "--threads",
@@ -199,6 +214,8 @@ def _run(args: argparse.Namespace) -> int:
         preflight(cfg, seeds, out)  # before anything is created
     except ValueError as err:
         raise UsageError(_flag_message(str(err).splitlines()[0])) from None
+    if args.dry_run:
+        return _dry_run(cfg, seeds)
     if args.threads is not None:
         import torch
 
@@ -216,6 +233,19 @@ def _run(args: argparse.Namespace) -> int:
     if is_main_process():  # under accelerate launch, one report rather than one per process
         print(f"results: {out / 'results.md'}")
         print((out / "results.md").read_text())
+    return 0
+
+
+def _dry_run(cfg, seeds: list[int]) -> int:
+    """Print what the run would do (:mod:`loraml.empirical.plan`) without creating anything."""
+    from loraml.empirical.config import load_split, resolve_source
+    from loraml.empirical.plan import plan, render_plan
+
+    try:
+        split = load_split(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(_flag_message(str(err).splitlines()[0])) from None
+    print(render_plan(cfg, plan(cfg, split, seeds), seeds, resolve_source(cfg)))
     return 0
 
 
