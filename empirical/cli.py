@@ -3,6 +3,7 @@
     loraml empirical run --preset {tiny,cpu,power,paper} [--seeds 0 1 2] [--out DIR] [overrides]
     loraml empirical run --preset power --batching per-task --dry-run   # tasks, sizes, cost
     loraml empirical report DIR
+    loraml empirical analysis DIR [DIR ...] [--json FILE]   # POWER.md's table over run dirs
 
 torch, transformers and peft are imported inside the subcommand functions only, so
 ``loraml --help`` works without them.
@@ -158,6 +159,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report = sub.add_parser("report", help="rebuild results.md and the plot from results.json")
     report.add_argument("dir", type=Path, help="run directory holding results.json")
     report.set_defaults(func=_report)
+    analysis = sub.add_parser(
+        "analysis",
+        help="LoRA-ML against every other method over one or more run directories: mean "
+        "difference with 95 %% CI, paired t and sign tests, Holm-adjusted secondary p-values",
+    )
+    analysis.add_argument(
+        "dirs",
+        type=Path,
+        nargs="+",
+        help="run directories holding results.json (e.g. both batching modes of --preset power)",
+    )
+    analysis.add_argument("--json", type=Path, help="also write the table's rows to this file")
+    analysis.set_defaults(func=_analysis)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -262,4 +276,37 @@ def _report(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     print(md.read_text())
+    return 0
+
+
+def _analysis(args: argparse.Namespace) -> int:
+    _require(("scipy",), "analysis")
+    import json
+
+    from loraml.empirical.report import analysis, analysis_table, load_results
+
+    if args.json is not None:
+        from loraml.theory.io import check_output_path
+
+        inputs = [d / "results.json" for d in args.dirs]
+        try:
+            check_output_path(args.json, inputs=inputs, what="--json")
+        except ValueError as err:
+            raise UsageError(str(err).splitlines()[0]) from None
+    try:
+        runs = [load_results(d) for d in args.dirs]
+        rows = analysis(runs)
+        lines = analysis_table(rows, runs[0]["config"])
+    except ValueError as err:
+        raise UsageError(str(err).splitlines()[0]) from None
+    except (KeyError, TypeError, AttributeError, IndexError) as err:
+        raise UsageError(
+            f"a results.json among {', '.join(map(str, args.dirs))} is malformed "
+            f"({type(err).__name__}: {err})"
+        ) from None
+    if not rows:
+        raise UsageError("no paired comparison: the run directories have no LoRA-ML and baseline")
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    print("\n".join(lines))
     return 0

@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -230,3 +231,118 @@ def test_power_dry_run_on_the_shared_convai2_file(tmp_path, capsys):
     assert len(split.test) == 40 and len({t.name for t in split.retrain + split.test}) == 50
     p = P.plan(cfg, split, DEFAULT_SEEDS["power"])
     assert math.isfinite(p["cpu_hours"]) and p["cpu_hours"] > 0
+
+
+def test_reptile_does_not_depend_on_the_batching_mode(tmp_path):
+    # POWER.md: Reptile's numbers are the same in both batching modes (its rounds visit one
+    # task at a time whatever --batching says); SR's retrained weights differ (the control)
+    from loraml.empirical.state import load_checkpoint
+
+    def retrained(method, batching):
+        out = tmp_path / f"{method}-{batching}"
+        res = run_experiment(_small(methods=(method,), batching=batching), [0], out, progress=False)
+        encoder = load_checkpoint(out / "seed0" / f"base-{method}.pt")["encoder"]
+        return encoder, [r["hits_by_epoch"] for r in res["records"]]
+
+    (w_int, h_int), (w_per, h_per) = (
+        retrained("reptile", "interleaved"),
+        retrained("reptile", "per-task"),
+    )
+    assert h_int == h_per and all(torch.equal(w_int[k], w_per[k]) for k in w_int)
+    sr_int, sr_per = retrained("sr", "interleaved")[0], retrained("sr", "per-task")[0]
+    assert not all(torch.equal(sr_int[k], sr_per[k]) for k in sr_int)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. the powered analysis
+
+
+def test_holm_by_hand():
+    from loraml.empirical.report import holm
+
+    # sorted 0.01, 0.03, 0.04 times 3, 2, 1: 0.03, 0.06, 0.04 -> running maximum 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03, None]) == pytest.approx([0.03, 0.06, 0.06, None])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
+    assert holm([]) == []
+
+
+def _synthetic_run(batching: str, rng) -> dict:
+    records = []
+    for method, shift in (("sr", 0.0), ("lora-ml", 0.05), ("reptile", 0.03)):
+        for scheme, rank in (("lora", 8), ("head", 0)):
+            for t in range(7):
+                for seed in range(3):
+                    h = float(np.clip(0.3 + shift + 0.02 * t + rng.normal(0, 0.08), 0, 1))
+                    records.append(
+                        dict(method=method, scheme=scheme, rank=rank, task=f"t{t}", seed=seed)
+                        | {"hits_at_1": h}
+                    )
+    config = {"batching": batching, "methods": ["sr", "lora-ml", "reptile"], "lora_rank": 8}
+    return {
+        "config": config,
+        "records": records,
+        "summary": [],
+        "paired": [],
+        "throughput": [],
+        "versions": {},
+        "wall_seconds": 0.0,
+    }
+
+
+def test_analysis_of_a_synthetic_table_against_scipy():
+    from scipy import stats
+
+    from loraml.empirical.report import analysis, holm
+
+    rng = np.random.default_rng(5)
+    runs = [_synthetic_run("per-task", rng), _synthetic_run("interleaved", rng)]
+    rows = analysis(runs)
+    assert len(rows) == 2 * 2 * 2  # modes x baselines x fine-tunings
+    roles = [(r["batching"], r["b"], r["scheme"], r["role"]) for r in rows]
+    assert roles.count(("per-task", "sr", "lora", "primary")) == 1
+    assert sum(r["role"] == "primary" for r in rows) == 1
+    for r in rows:
+        run = runs[0] if r["batching"] == "per-task" else runs[1]
+
+        def task_means(method, run=run, r=r):
+            by_task = {}
+            for x in run["records"]:
+                if (x["method"], x["scheme"]) == (method, r["scheme"]):
+                    by_task.setdefault(x["task"], []).append(x["hits_at_1"])
+            return np.array([np.mean(by_task[f"t{t}"]) for t in range(7)])
+
+        xa, xb = task_means("lora-ml"), task_means(r["b"])
+        ref = stats.ttest_rel(xa, xb)
+        ci = ref.confidence_interval(0.95)
+        assert r["mean_diff"] == pytest.approx(np.mean(xa - xb), abs=1e-12)
+        assert r["t"] == pytest.approx(ref.statistic, rel=1e-10)
+        assert r["p_t"] == pytest.approx(ref.pvalue, rel=1e-10)
+        assert r["ci95"] == pytest.approx([ci.low, ci.high], rel=1e-10)
+        wins, losses = int(np.sum(xa > xb)), int(np.sum(xa < xb))
+        assert r["p_sign"] == pytest.approx(stats.binomtest(wins, wins + losses).pvalue)
+    secondary = [r for r in rows if r["role"] == "secondary"]
+    assert [r["p_holm"] for r in secondary] == pytest.approx(holm([r["p_t"] for r in secondary]))
+    primary = next(r for r in rows if r["role"] == "primary")
+    assert primary["p_holm"] == primary["p_t"]
+    # Holm never lowers a p-value, and the smallest secondary one is multiplied by 7
+    assert all(r["p_holm"] >= r["p_t"] for r in secondary)
+    smallest = min(secondary, key=lambda r: r["p_t"])
+    assert smallest["p_holm"] == pytest.approx(min(1.0, 7 * smallest["p_t"]))
+
+
+def test_analysis_cli_over_two_run_directories(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    dirs = []
+    for mode in ("per-task", "interleaved"):
+        d = tmp_path / mode
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps(_synthetic_run(mode, rng)))
+        dirs.append(str(d))
+    rows_file = tmp_path / "rows.json"
+    assert main(["empirical", "analysis", *dirs, "--json", str(rows_file)]) == 0
+    text = capsys.readouterr().out
+    assert "| per-task | SR | LoRA r=8 | 7 |" in text and "over the 7 secondary" in text
+    assert len(json.loads(rows_file.read_text())) == 8
+    assert main(["empirical", "analysis", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "results.json does not exist" in err and "\n" not in err
