@@ -1,7 +1,9 @@
 """``loraml empirical``: run the language experiment, rebuild its report.
 
-    loraml empirical run --preset {tiny,cpu,paper} [--seeds 0 1 2] [--out DIR] [overrides]
+    loraml empirical run --preset {tiny,cpu,power,paper} [--seeds 0 1 2] [--out DIR] [overrides]
+    loraml empirical run --preset power --batching per-task --dry-run   # tasks, sizes, cost
     loraml empirical report DIR
+    loraml empirical analysis DIR [DIR ...] [--json FILE]   # POWER.md's table over run dirs
 
 torch, transformers and peft are imported inside the subcommand functions only, so
 ``loraml --help`` works without them.
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from loraml.cli import UsageError
 
-PRESET_NAMES = ("tiny", "cpu", "paper")
+PRESET_NAMES = ("tiny", "cpu", "power", "paper")
 
 # Override flag -> (RunConfig field, type, help).
 _OVERRIDES: dict[str, tuple[str, type, str]] = {
@@ -35,6 +37,12 @@ _OVERRIDES: dict[str, tuple[str, type, str]] = {
     "--candidates": ("n_candidates", int, "candidates K per example"),
     "--max-length": ("max_length", int, "tokens per (context, candidate) pair"),
     "--max-examples": ("max_examples_per_task", int, "cap on training examples per task"),
+    "--eval-dialogues": (
+        "eval_dialogues",
+        int,
+        "last dialogues of every task held out for hits@1 and the retraining epoch's selection "
+        "(released scripts: 3)",
+    ),
     "--epochs": ("epochs", int, "retraining epochs"),
     "--ft-epochs": ("ft_epochs", int, "fine-tuning epochs"),
     "--lr": ("lr", float, "retraining learning rate"),
@@ -112,7 +120,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=PRESET_NAMES,
         required=True,
         help="tiny: seconds, for tests; cpu: MiniLM offline check (~30 min a seed "
-        "on 2 cores); paper: roberta-base on ConvAI2 (GPU)",
+        "on 2 cores); power: the powered MiniLM protocol of empirical/results/POWER.md (40 "
+        "unseen tasks, 5 seeds: days of CPU, see --dry-run); paper: roberta-base on ConvAI2 "
+        "(GPU)",
     )
     run.add_argument("--seeds", type=int, nargs="+", help="training seeds (default per preset)")
     run.add_argument("--out", help="run directory (default runs/empirical-PRESET)")
@@ -131,6 +141,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "released scripts delete); give none to keep every task",
     )
     run.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the tasks chosen, their training and held-out sizes and a cost estimate, "
+        "then stop (creates nothing)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument(
         "--threads",
@@ -143,6 +159,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report = sub.add_parser("report", help="rebuild results.md and the plot from results.json")
     report.add_argument("dir", type=Path, help="run directory holding results.json")
     report.set_defaults(func=_report)
+    analysis = sub.add_parser(
+        "analysis",
+        help="LoRA-ML against every other method over one or more run directories: mean "
+        "difference with 95 %% CI, paired t and sign tests, Holm-adjusted secondary p-values",
+    )
+    analysis.add_argument(
+        "dirs",
+        type=Path,
+        nargs="+",
+        help="run directories holding results.json (e.g. both batching modes of --preset power)",
+    )
+    analysis.add_argument("--json", type=Path, help="also write the table's rows to this file")
+    analysis.set_defaults(func=_analysis)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -199,6 +228,8 @@ def _run(args: argparse.Namespace) -> int:
         preflight(cfg, seeds, out)  # before anything is created
     except ValueError as err:
         raise UsageError(_flag_message(str(err).splitlines()[0])) from None
+    if args.dry_run:
+        return _dry_run(cfg, seeds)
     if args.threads is not None:
         import torch
 
@@ -219,6 +250,19 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dry_run(cfg, seeds: list[int]) -> int:
+    """Print what the run would do (:mod:`loraml.empirical.plan`) without creating anything."""
+    from loraml.empirical.config import load_split, resolve_source
+    from loraml.empirical.plan import plan, render_plan
+
+    try:
+        split = load_split(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(_flag_message(str(err).splitlines()[0])) from None
+    print(render_plan(cfg, plan(cfg, split, seeds), seeds, resolve_source(cfg)))
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     _require(("matplotlib",), "report")
     from loraml.empirical.report import rebuild
@@ -232,4 +276,37 @@ def _report(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     print(md.read_text())
+    return 0
+
+
+def _analysis(args: argparse.Namespace) -> int:
+    _require(("scipy",), "analysis")
+    import json
+
+    from loraml.empirical.report import analysis, analysis_table, load_results
+
+    if args.json is not None:
+        from loraml.theory.io import check_output_path
+
+        inputs = [d / "results.json" for d in args.dirs]
+        try:
+            check_output_path(args.json, inputs=inputs, what="--json")
+        except ValueError as err:
+            raise UsageError(str(err).splitlines()[0]) from None
+    try:
+        runs = [load_results(d) for d in args.dirs]
+        rows = analysis(runs)
+        lines = analysis_table(rows, runs[0]["config"])
+    except ValueError as err:
+        raise UsageError(str(err).splitlines()[0]) from None
+    except (KeyError, TypeError, AttributeError, IndexError) as err:
+        raise UsageError(
+            f"a results.json among {', '.join(map(str, args.dirs))} is malformed "
+            f"({type(err).__name__}: {err})"
+        ) from None
+    if not rows:
+        raise UsageError("no paired comparison: the run directories have no LoRA-ML and baseline")
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    print("\n".join(lines))
     return 0

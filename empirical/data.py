@@ -28,6 +28,8 @@ training dialogue's pool does: it leaves out the chosen tasks' held-out dialogue
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from loraml.empirical.fbdialog import DataError, Dialogue, read_fbdialog
 
 __all__ = [
     "CONVAI2_ENV",
+    "DATA_FORMAT",
     "DataError",
     "Dialogue",
     "Example",
@@ -48,6 +51,7 @@ __all__ = [
     "build_examples",
     "chitchat_dialogues",
     "chitchat_groups",
+    "data_fingerprint",
     "default_convai2_paths",
     "encode_pair_texts",
     "group_by_persona",
@@ -61,6 +65,13 @@ __all__ = [
 CONVAI2_ENV = "LORAML_CONVAI2_DIR"
 CONVAI2_FILE = "valid_self_original_no_cands.txt"
 CONVAI2_MAP = "valid_persona_map"
+
+#: Version of how examples are made from a source: raise it with any change to the contexts,
+#: candidates, labels or the joining of turns that the data itself does not show. 1: training
+#: distractors could be held-out replies, turns joined with the separator between spaces (runs
+#: made before issue 12's data fixes); 2: the rules of this module and
+#: :func:`encode_pair_texts` with :func:`loraml.empirical.model.separator`.
+DATA_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -147,6 +158,55 @@ def encode_pair_texts(example: Example, sep: str) -> list[tuple[str, str]]:
     """
     context = sep.join(example.context)
     return [(context, candidate) for candidate in example.candidates]
+
+
+def data_fingerprint(split: TaskSplit, sep: str) -> dict[str, Any]:
+    """A record of the prepared data: SHA-256 over every example as the scorer reads it.
+
+    Hashed, in order: :data:`DATA_FORMAT`, then for each retraining and each unseen task, for
+    its training and then its held-out examples, one JSON line ``[kind, task name, part, joined
+    context, candidates, label]`` with the context joined as :func:`encode_pair_texts` joins it.
+    Any change to a distractor, a label, a task's examples or the separator changes the digest.
+
+    Parameters
+    ----------
+    split : TaskSplit
+        The tasks of a run.
+    sep : str
+        The separator joining context turns (:func:`loraml.empirical.model.separator`).
+
+    Returns
+    -------
+    dict
+        ``data_format`` (:data:`DATA_FORMAT`), ``sha256`` (hex digest), ``separator`` and
+        ``examples`` (how many were hashed).
+
+    Examples
+    --------
+    >>> split = load_tasks("tiny", n_retrain=2, n_test=1, n_candidates=3)
+    >>> record = data_fingerprint(split, "[SEP]")
+    >>> record["examples"] == sum(len(t.train) + len(t.eval) for t in split.retrain + split.test)
+    True
+    >>> data_fingerprint(split, "</s>")["sha256"] == record["sha256"]
+    False
+    """
+    digest = hashlib.sha256(f"loraml data format {DATA_FORMAT}\n".encode())
+    n = 0
+    for kind, tasks in (("retrain", split.retrain), ("test", split.test)):
+        for task in tasks:
+            for part, examples in (("train", task.train), ("eval", task.eval)):
+                for ex in examples:
+                    pairs = encode_pair_texts(ex, sep)
+                    context = pairs[0][0] if pairs else sep.join(ex.context)
+                    line = [kind, task.name, part, context, [c for _, c in pairs], ex.label]
+                    digest.update(json.dumps(line, ensure_ascii=False).encode() + b"\n")
+                    n += 1
+    return {
+        "data_format": DATA_FORMAT,
+        "sha256": digest.hexdigest(),
+        "separator": sep,
+        "examples": n,
+    }
 
 
 def default_convai2_paths() -> tuple[Path, Path] | None:

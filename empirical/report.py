@@ -8,10 +8,19 @@ Summaries. For a (method, scheme, rank) and a seed, the score is the mean hits@1
 test tasks (the paper's "average hits@1 over 10 test tasks"); the table gives the mean and the
 standard error (sample standard deviation / sqrt(n)) of that score over seeds.
 
-Paired comparison of LoRA-ML against SR, per fine-tuning scheme: the units are the test tasks,
-each task's hits@1 averaged over seeds; we report the mean difference, a paired t-test
-(``scipy.stats.ttest_rel``) and a two-sided sign test (``scipy.stats.binomtest`` on wins among
-non-tied tasks).
+Paired comparison of LoRA-ML against each other method, per fine-tuning scheme: the units are
+the test tasks, each task's hits@1 averaged over seeds; we report the mean difference d-bar with
+its 95 % confidence interval d-bar +- t_{0.975, n-1} s / sqrt(n) (s the sample standard
+deviation of the n per-task differences: the interval the paired t-test inverts), a paired
+t-test (``scipy.stats.ttest_rel``) and a two-sided sign test (``scipy.stats.binomtest`` on wins
+among non-tied tasks).
+
+The powered protocol (``empirical/results/POWER.md``) names one primary comparison,
+:data:`PRIMARY` (LoRA-ML against SR, rank-8 LoRA fine-tuning, per-task batching), and treats
+every other comparison of its run directories as secondary, with Holm-adjusted p-values
+(:func:`holm`); :func:`analysis` builds that table from one or more ``results.json`` (last
+fine-tuning epoch), ``loraml empirical analysis DIR [DIR ...]`` prints it, and ``results.md``
+shows the same columns for its own run.
 """
 
 from __future__ import annotations
@@ -136,9 +145,12 @@ def paired_comparison(
         diff = xa - xb
         wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
         t_stat = p_t = None
+        ci: list[float] | None = None
         if len(tasks) > 1 and np.ptp(diff) > 0:
             res = stats.ttest_rel(xa, xb)
             t_stat, p_t = _finite(res.statistic), _finite(res.pvalue)
+            half = stats.t.ppf(0.975, len(tasks) - 1) * diff.std(ddof=1) / math.sqrt(len(tasks))
+            ci = [float(diff.mean() - half), float(diff.mean() + half)]
         p_sign = float(stats.binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else None
         out.append(
             {
@@ -148,6 +160,7 @@ def paired_comparison(
                 "rank": rank,
                 "n_tasks": len(tasks),
                 "mean_diff": float(diff.mean()) if len(tasks) else None,
+                "ci95": ci,
                 "t": t_stat,
                 "p_t": p_t,
                 "wins": wins,
@@ -181,6 +194,76 @@ def throughput(timing: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 #: The methods LoRA-ML is compared with, in this order, where a run has them.
 _BASELINES = ("sr", "last-layer-ml", "reptile")
+
+#: The primary comparison of the powered protocol (``empirical/results/POWER.md``): LoRA-ML
+#: against this method, fine-tuning (scheme, rank), retraining batching.
+PRIMARY = ("sr", "lora", 8, "per-task")
+
+
+def holm(pvalues: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values (None: not in the family).
+
+    With the m p-values sorted, p_(1) <= ... <= p_(m), the adjusted value of p_(i) is
+    max over j <= i of min(1, (m - j + 1) p_(j)) (Holm 1979): rejecting where it is <= alpha
+    keeps the family-wise error rate at alpha under any dependence between the tests.
+
+    Parameters
+    ----------
+    pvalues : list of float or None
+        The family's p-values; None entries are left out of the family.
+
+    Returns
+    -------
+    list of float or None
+        The adjusted p-values, in the input's order (None where the input is None).
+
+    Examples
+    --------
+    >>> holm([0.01, 0.04, 0.03, None])  # 3 x 0.01; max(3 x 0.01, 2 x 0.03); then max(.., 0.04)
+    [0.03, 0.06, 0.06, None]
+    """
+    order = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(order)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for j, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - j) * p))
+        out[i] = running
+    return out
+
+
+def analysis(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The powered protocol's table: every paired comparison of LoRA-ML in ``runs``.
+
+    Parameters
+    ----------
+    runs : list of dict
+        The content of one or more ``results.json`` (e.g. both batching modes); each run's
+        comparisons are recomputed from its records (last fine-tuning epoch), so results files
+        written before the confidence interval existed are analysed alike.
+
+    Returns
+    -------
+    list of dict
+        :func:`paired_comparison`'s rows with ``batching`` (the run's), ``role``
+        (``"primary"`` for :data:`PRIMARY`, else ``"secondary"``) and ``p_holm``: the paired
+        t-test p-value Holm-adjusted over the secondary comparisons of all ``runs`` (the primary
+        is tested alone at its own level and keeps ``p_holm = p_t``).
+    """
+    rows: list[dict[str, Any]] = []
+    for results in runs:
+        batching = results["config"].get("batching", "interleaved")
+        methods = {r["method"] for r in results["records"]}
+        for baseline in _BASELINES:
+            if baseline in methods:
+                for p in paired_comparison(results["records"], "lora-ml", baseline):
+                    key = (p["b"], p["scheme"], p["rank"], batching)
+                    role = "primary" if key == PRIMARY else "secondary"
+                    rows.append({**p, "batching": batching, "role": role})
+    secondary = [r["p_t"] if r["role"] == "secondary" else None for r in rows]
+    for r, adjusted in zip(rows, holm(secondary), strict=True):
+        r["p_holm"] = r["p_t"] if r["role"] == "primary" else adjusted
+    return rows
 
 
 def build_results(
@@ -297,24 +380,15 @@ def render_markdown(results: dict[str, Any]) -> str:
             )
             + ".",
         ]
-    if results["paired"]:
+    rows = analysis([results]) if results["paired"] and results.get("records") else []
+    if rows:
         lines += [
             "",
             "LoRA-ML against each other retraining method across test tasks (each task averaged "
-            "over seeds; a positive difference favours LoRA-ML):",
+            "over seeds; a positive difference favours LoRA-ML; last fine-tuning epoch):",
             "",
-            "| Against | Fine-tuning | tasks | mean difference (points) | wins / losses / ties | "
-            "paired t (p) | sign test p |",
-            "|---|---|---|---|---|---|---|",
+            *analysis_table(rows, cfg, with_batching=False),
         ]
-        for p in results["paired"]:
-            t = "-" if p["t"] is None else f"{p['t']:.2f} ({_num(p['p_t'])})"
-            lines.append(
-                f"| {_method_label(p['b'], cfg)} | {_scheme_label(p['scheme'], p['rank'])} | "
-                f"{p['n_tasks']} | "
-                f"{_num(None if p['mean_diff'] is None else 100 * p['mean_diff'], '+.1f')} | "
-                f"{p['wins']} / {p['losses']} / {p['ties']} | {t} | {_num(p['p_sign'])} |"
-            )
     lines += [
         "",
         "Training throughput (summed over seeds):",
@@ -337,6 +411,69 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def analysis_table(
+    rows: list[dict[str, Any]], cfg: dict[str, Any], *, with_batching: bool = True
+) -> list[str]:
+    """:func:`analysis`'s rows as a markdown table and a note on the Holm family.
+
+    Parameters
+    ----------
+    rows : list of dict
+        :func:`analysis`'s result.
+    cfg : dict
+        A run's ``config`` (for the LoRA-ML label's rank).
+    with_batching : bool
+        Show each row's batching mode (several run directories).
+
+    Returns
+    -------
+    list of str
+        The table's lines, a blank line and the note.
+    """
+    head = "| Batching " if with_batching else ""
+    lines = [
+        head + "| Against | Fine-tuning | tasks | mean difference (points) [95 % CI] | "
+        "wins / losses / ties | paired t (p) | sign test p | Holm p |",
+        ("|---" if with_batching else "") + "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in rows:
+        t = "-" if p["t"] is None else f"{p['t']:.2f} ({_num(p['p_t'])})"
+        ci = p.get("ci95")
+        interval = "" if ci is None else f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+        holm_p = "primary" if p["role"] == "primary" else _num(p["p_holm"])
+        lines.append(
+            (f"| {p['batching']} " if with_batching else "")
+            + f"| {_method_label(p['b'], cfg)} | {_scheme_label(p['scheme'], p['rank'])} | "
+            f"{p['n_tasks']} | "
+            f"{_num(None if p['mean_diff'] is None else 100 * p['mean_diff'], '+.1f')}"
+            f"{interval} | {p['wins']} / {p['losses']} / {p['ties']} | {t} | "
+            f"{_num(p['p_sign'])} | {holm_p} |"
+        )
+    n_secondary = sum(p["role"] == "secondary" and p["p_t"] is not None for p in rows)
+    against, scheme, rank, batching = PRIMARY
+    primary = (
+        f"the primary comparison (LoRA-ML against {METHOD_NAMES[against]}, "
+        f"{_scheme_label(scheme, rank)}, {batching} batching) "
+        + (
+            "is tested alone"
+            if any(p["role"] == "primary" for p in rows)
+            else f"is not {'among these runs' if with_batching else 'in this run'}"
+        )
+    )
+    lines += [
+        "",
+        f"Holm p: the paired t p-value Holm-adjusted over the {n_secondary} secondary "
+        f"comparisons {'here' if with_batching else 'of this run'}; {primary}"
+        + (
+            "."
+            if with_batching
+            else "; the powered protocol's family spans both batching "
+            "modes: `loraml empirical analysis DIR DIR`."
+        ),
+    ]
+    return lines
 
 
 def _protocol_line(cfg: dict[str, Any]) -> str:
@@ -435,21 +572,7 @@ def rebuild(out: str | os.PathLike) -> Path:
     """
     out = Path(out)
     path = out / "results.json"
-    try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise ValueError(
-            f"{path} does not exist: give a run directory of 'loraml empirical run'"
-        ) from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err})") from None
-    except OSError as err:
-        raise ValueError(f"{path} cannot be read ({err.strerror or err})") from None
-    if not isinstance(results, dict):
-        raise ValueError(f"{path} holds a {type(results).__name__}, not a results object")
-    for key in ("config", "summary", "paired", "throughput", "versions", "wall_seconds"):
-        if key not in results:
-            raise ValueError(f"{path} lacks '{key}': not a results file of 'loraml empirical run'")
+    results = load_results(out)
     try:
         text = render_markdown(results)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
@@ -468,3 +591,30 @@ def rebuild(out: str | os.PathLike) -> Path:
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise ValueError(f"{path}: cannot plot it ({type(err).__name__}: {err})") from None
     return md
+
+
+def load_results(out: str | os.PathLike) -> dict[str, Any]:
+    """The content of ``out/results.json``, checked to be a results object.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file: absent, unreadable, not JSON, or lacking a results key.
+    """
+    path = Path(out) / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ValueError(
+            f"{path} does not exist: give a run directory of 'loraml empirical run'"
+        ) from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    except OSError as err:
+        raise ValueError(f"{path} cannot be read ({err.strerror or err})") from None
+    if not isinstance(results, dict):
+        raise ValueError(f"{path} holds a {type(results).__name__}, not a results object")
+    for key in ("config", "summary", "paired", "throughput", "versions", "wall_seconds"):
+        if key not in results:
+            raise ValueError(f"{path} lacks '{key}': not a results file of 'loraml empirical run'")
+    return results

@@ -22,7 +22,9 @@ Every random draw is seeded from (seed, method, epoch) or (seed, method, scheme,
 the torch RNG state is restored from the checkpoint, so a run killed at any point and restarted
 with the same command ends with the same numbers as an uninterrupted one (on the same machine
 and device; timings differ). ``tasks.json`` records the tasks the data resolved to, and a rerun on
-other tasks is refused.
+other tasks is refused; ``data.json`` records a digest of the prepared examples
+(:func:`loraml.empirical.data.data_fingerprint`), and a rerun on other data, or in a directory
+made before the record existed, is refused too.
 
 Several processes (``accelerate launch`` or ``torchrun``): see :mod:`loraml.empirical.parallel`.
 
@@ -59,6 +61,7 @@ from loraml.empirical.config import (
     resolve_device,
     resolve_source,
 )
+from loraml.empirical.data import data_fingerprint
 from loraml.empirical.model import (
     PairScorer,
     PairTokenizer,
@@ -72,6 +75,7 @@ from loraml.empirical.state import (
     _WHAT_TO_RUN,
     CheckpointError,
     _check_config,
+    _check_data,
     _check_tasks,
     _checksum_path,
     _read_digests,
@@ -134,6 +138,7 @@ __all__ = [
     "_WHAT_TO_RUN",
     "CheckpointError",
     "_check_config",
+    "_check_data",
     "_check_tasks",
     "_checksum_path",
     "_read_digests",
@@ -218,21 +223,27 @@ def run_experiment(
         split = split if split is not None else load_split(cfg)
         encoder, tokenizer = load_encoder(cfg.model, seed=0)
         source = resolve_source(cfg)
+        limit = model_limit(tokenizer, encoder)
+        max_length = min(cfg.max_length or limit, limit)
+        del encoder
+        pairs = PairTokenizer(tokenizer, max_length)
+        data_record = data_fingerprint(split, pairs.sep)
         # created only once the settings, data and model are known to be good
         if workers.main:
             out.mkdir(parents=True, exist_ok=True)
         workers.barrier()
-        # only once data and model load; process 0 writes
-        _check_tasks(out, split, source, write=workers.main)
+        # only once data and model load; every check before any write; process 0 writes,
+        # data.json first (a directory with tasks.json but no data.json predates the record)
+        _check_tasks(out, split, source, write=False)
+        _check_data(out, data_record, write=False)
         if workers.main:
+            _check_data(out, data_record, write=True)
+            _check_tasks(out, split, source, write=True)
             _check_config(out, cfg, write=True)
-        limit = model_limit(tokenizer, encoder)
-        max_length = min(cfg.max_length or limit, limit)
-        del encoder
         ctx = _Context(
             cfg,
             split,
-            PairTokenizer(tokenizer, max_length),
+            pairs,
             device,
             budget or StepBudget(),
             progress and workers.main,
@@ -274,6 +285,8 @@ def run_experiment(
             "seeds": list(seeds),
             "max_length_used": max_length,
             "data_used": source,
+            "data_sha256": data_record["sha256"],
+            "data_format": data_record["data_format"],
             "device_used": str(device),
             "tasks": {
                 "retrain": [t.name for t in split.retrain],

@@ -3,8 +3,9 @@
 Checkpoints hold tensors and plain data only, load with ``torch.load(weights_only=True)`` and
 carry a SHA-256 checksum file beside them (:func:`save_checkpoint`, :func:`load_checkpoint`,
 :class:`CheckpointError`); :func:`write_json` writes JSON atomically; the torch RNG state is
-captured and restored for exact resumption. ``config.json`` and ``tasks.json`` make a rerun in the
-same directory use the same settings and tasks (:func:`_check_config`, :func:`_check_tasks`).
+captured and restored for exact resumption. ``config.json``, ``tasks.json`` and ``data.json`` make
+a rerun in the same directory use the same settings, tasks and prepared data
+(:func:`_check_config`, :func:`_check_tasks`, :func:`_check_data`).
 """
 
 from __future__ import annotations
@@ -180,3 +181,54 @@ def _check_tasks(out: Path, split: TaskSplit, source: str, write: bool) -> None:
         )
     if write and not path.exists():
         write_json(current, path)
+
+
+#: Files that make a directory a run directory of ``loraml empirical run``.
+_RUN_FILES = ("config.json", "tasks.json", "results.json")
+
+
+def _check_data(out: Path, record: dict[str, Any], write: bool) -> None:
+    """Refuse a run directory made on other prepared data; with ``write``, record ours.
+
+    ``record`` is :func:`loraml.empirical.data.data_fingerprint` of this run's tasks; it is
+    kept in ``data.json`` when the directory is created. The task check
+    (:func:`_check_tasks`) compares names and example counts only, so a directory made before
+    a change to the examples (other distractors, another separator) would resume and mix two
+    versions of the data in one result: the digest catches that. A run directory without
+    ``data.json`` (one of :data:`_RUN_FILES` present) was made before the record existed, when
+    the data was possibly of format 1 (held-out replies among training distractors); it cannot
+    be checked, so it is refused too, not resumed with a warning (its checkpoints would be
+    reused silently). Nothing in ``out`` is changed by a refusal.
+
+    Raises
+    ------
+    ValueError
+        One line naming ``out`` and the fix (a new ``--out``).
+    """
+    path = out / "data.json"
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+            same = (stored["data_format"], stored["sha256"]) == (
+                record["data_format"],
+                record["sha256"],
+            )
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise ValueError(
+                f"--out {out}: {path.name} is unreadable ({type(err).__name__}); use a new --out"
+            ) from None
+        if not same:
+            raise ValueError(
+                f"--out {out} holds a run on other prepared data (data format "
+                f"{stored['data_format']}, sha256 {str(stored['sha256'])[:12]}; here format "
+                f"{record['data_format']}, {record['sha256'][:12]}): its checkpoints and records "
+                "would mix two versions of the data; use a new --out"
+            )
+    elif any((out / name).exists() for name in _RUN_FILES):
+        raise ValueError(
+            f"--out {out} holds a run made before data.json recorded the prepared data (possibly "
+            "with held-out replies among training distractors and another separator); it cannot "
+            "be checked against this data: use a new --out"
+        )
+    if write and not path.exists():
+        write_json(record, path)
