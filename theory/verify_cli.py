@@ -72,7 +72,7 @@ PROFILES: dict[str, tuple[str, dict, dict]] = {
     "end_to_end": ("check_end_to_end", {"reps": 2, "Ns": [300]}, {"reps": 20}),
     "covariance": (
         "check_covariance",
-        {"instances": 2, "starts": 1},
+        {"instances": 2, "starts": 1, "draws": 2},
         {"instances": 20, "starts": 3},
     ),
 }
