@@ -665,6 +665,17 @@ def test_readme_convex_table_is_the_committed_record():
     assert not missing, "convex table rows not in README:\n" + "\n".join(missing)
 
 
+def test_readme_lists_every_verify_key_in_the_clis_order():
+    """README's key list is PROFILES, the list ``loraml verify --help`` prints under ``--only``."""
+    from loraml.theory.verify_cli import PROFILES
+
+    text = README.read_text()
+    start = text.index("The verify keys, in the order they run")
+    listed = text[start : text.index("`--json` prints", start)]
+    keys = re.findall(r"`([a-z0-9_]+)`", listed)
+    assert keys == list(PROFILES)
+
+
 def test_readme_names_the_command_of_every_source():
     readme = README.read_text()
     for source in {q.source for q in QUOTES}:
