@@ -44,6 +44,10 @@ SOURCES: dict[str, tuple[str, str]] = {
         "figures/output/quick/sr-floor-vs-T.json",
         "loraml figures sr-floor-vs-T --quick",
     ),
+    "covariance": (
+        "figures/output/verify/covariance.json",
+        "loraml verify --only covariance --seed 0 --json > FILE",
+    ),
     "vary-T-numbers": ("figures/output/quick/vary-T.json", "loraml figures vary-T --quick"),
     "vary-k-numbers": ("figures/output/quick/vary-k.json", "loraml figures vary-k --quick"),
     "bench-empirical": (
@@ -178,6 +182,15 @@ def pct(x: float) -> str:
 
 def of20(x: float, n: int = 20) -> str:
     return f"{round(x * n)}/{n}"
+
+
+def unequal(c: dict[str, Any], d: int, part: str) -> dict[str, Any]:
+    """The unequal-N_t record of the covariance key at (d, 3, 1): ``noiseless`` or ``noisy``."""
+    return c["covariance"]["numbers"]["unequal_N"][f"d={d},T=3,k=1"][part]
+
+
+def unequal_sum(c: dict[str, Any], field: str, count: str) -> int:
+    return sum(unequal(c, d, "noiseless")[field][count] for d in (8, 4))
 
 
 QUOTES: list[Quote] = [
@@ -616,6 +629,68 @@ QUOTES: list[Quote] = [
             ("reptile", "Reptile"),
         )
     ],
+    # Beyond the paper, covariance: unequal N_t
+    Quote(
+        "covariance",
+        "A* recovered on {}/{} families and {} of {} random starts at zero loss, although the "
+        "median of `max_t cond(S_t)` was {} (d = 8) and {} (d = 4)",
+        lambda c: (
+            unequal_sum(c, "recovered", "k"),
+            unequal_sum(c, "recovered", "n"),
+            unequal_sum(c, "random_starts_zero_loss", "k"),
+            unequal_sum(c, "random_starts_zero_loss", "n"),
+            *(f"{unequal(c, d, 'noiseless')['median_max_condition_S_t']:.0f}" for d in (8, 4)),
+        ),
+    ),
+    Quote(
+        "covariance",
+        "SR's rank-k floor from the data-weighted SR solution is a median {}x (d = 8) and {}x",
+        lambda c: tuple(
+            f(unequal(c, d, "noiseless")["median_sr_floor_ratio_data_over_population"])
+            for d in (8, 4)
+        ),
+    ),
+    Quote(
+        "covariance",
+        "T = 3, k = 1, d = 8 and 4, {} families per size",
+        lambda c: (unequal(c, 8, "noisy")["families"],),
+    ),
+    Quote(
+        "covariance",
+        "With noise s = {} and N_t = {} ({} data sets per family)",
+        lambda c: (
+            g(unequal(c, 8, "noisy")["noise_std"]),
+            ", ".join(str(n) for n in unequal(c, 8, "noisy")["N_t"]),
+            unequal(c, 8, "noisy")["draws"],
+        ),
+    ),
+    Quote(
+        "covariance",
+        "measured over predicted (ratio of means) {} (d = 8) and {} (d = 4) for the toolkit's "
+        "per-task means (w_t = 1), {} and {} for the pooled sum of squares",
+        lambda c: tuple(
+            f(unequal(c, d, "noisy")[w]["ratio_of_means"], 3)
+            for w in ("task_weighted", "sample_weighted")
+            for d in (8, 4)
+        ),
+    ),
+    Quote(
+        "covariance",
+        "the equal-N formula at the mean N_t is {}x and {}x too low",
+        lambda c: tuple(
+            f(unequal(c, d, "noisy")["task_weighted_over_equal_N_formula_at_mean_N"])
+            for d in (8, 4)
+        ),
+    ),
+    Quote(
+        "covariance",
+        "lowers the error to {}x (predicted {}x) at d = 8 and {}x ({}x) at d = 4",
+        lambda c: tuple(
+            f(unequal(c, d, "noisy")["sample_over_task_error"][key])
+            for d in (8, 4)
+            for key in ("measured", "predicted")
+        ),
+    ),
 ]
 
 
