@@ -164,6 +164,18 @@ def _end_class(fam: TaskFamily, A: np.ndarray, U: np.ndarray) -> str:
     return "runaway" if np.linalg.norm(A - fam.A_star) > RUNAWAY_FACTOR * scale else "stuck"
 
 
+def _start_classes(
+    fam: TaskFamily, q: Quadratics, k: int, starts: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Ends of ``starts`` random starts of LoRA-ML on ``q``: 0 zero loss, 1 stuck, 2 runaway."""
+    code = {"zero": 0, "stuck": 1, "runaway": 2}
+    out = np.empty(starts, dtype=int)
+    for s in range(starts):
+        end = solve_lora_ml(q, k, init=random_start(q, k, rng))
+        out[s] = code[_end_class(fam, end.A, end.U)]
+    return out
+
+
 def _scaled(fam: TaskFamily, rng: np.random.Generator, spread: float) -> TaskFamily:
     """``U_t*`` multiplied by ``exp(spread * N(0, 1))`` (0: the paper's equal scales)."""
     if spread == 0:
@@ -1257,7 +1269,6 @@ def covariance_cell(
 
     rec = np.empty((instances, 4))
     classes = np.empty((instances, starts), dtype=int)
-    code = {"zero": 0, "stuck": 1, "runaway": 2}
     for i in range(instances):
         fam = draw_generic_family(rng, d, T, k)
         if setting == "shared":
@@ -1279,9 +1290,7 @@ def covariance_cell(
             finetune_closed_form(q_test, sr_closed_form(q), k).loss / L0,
             finetune_closed_form(q_test_iso, fam.targets().mean(0), k).loss / L0_iso,
         )
-        for s in range(starts):
-            end = solve_lora_ml(q, k, init=random_start(q, k, rng))
-            classes[i, s] = code[_end_class(fam, end.A, end.U)]
+        classes[i] = _start_classes(fam, q, k, starts, rng)
     return {"record": rec, "classes": classes}
 
 
@@ -1392,7 +1401,6 @@ def unequal_n_cell(
     Ns = unequal_sizes(T, n_min, spread)
     rec = np.empty((instances, 5))
     classes = np.empty((instances, starts), dtype=int)
-    code = {"zero": 0, "stuck": 1, "runaway": 2}
     for i in range(instances):
         fam = draw_generic_family(rng, d, T, k)
         q = _unequal_data(fam, Ns, 0.0, rng)
@@ -1407,9 +1415,7 @@ def unequal_n_cell(
             finetune_closed_form(q_test, fam.targets().mean(0), k).loss / L0,
             float(np.linalg.cond(q.S).max()),
         )
-        for s in range(starts):
-            end = solve_lora_ml(q, k, init=random_start(q, k, rng))
-            classes[i, s] = code[_end_class(fam, end.A, end.U)]
+        classes[i] = _start_classes(fam, q, k, starts, rng)
     return {"record": rec, "classes": classes, "Ns": Ns}
 
 
@@ -1492,17 +1498,25 @@ def unequal_n_noisy_cell(
     return {"error": err, "predicted": pred, "Ns": Ns}
 
 
+def _recovery_numbers(rec: np.ndarray, classes: np.ndarray) -> dict:
+    """Recovery and zero loss (record fields 0 and 1) and random-start classes, as fractions."""
+    n, runs = rec.shape[0], classes.size
+    return {
+        "recovered": fraction(int(np.sum(rec[:, 0] <= RECOVER_RTOL)), n),
+        "zero_loss": fraction(int(np.sum(rec[:, 1] <= ZERO_RTOL)), n),
+        "random_starts_zero_loss": fraction(int(np.sum(classes == 0)), runs),
+        "random_starts_stuck": fraction(int(np.sum(classes == 1)), runs),
+        "random_starts_runaway": fraction(int(np.sum(classes == 2)), runs),
+    }
+
+
 def _unequal_noiseless_numbers(data: dict[str, np.ndarray]) -> dict:
     """The record of :func:`unequal_n_cell` as fractions and medians."""
     rec, cl = data["record"], data["classes"]
-    n, runs = rec.shape[0], cl.size
+    n = rec.shape[0]
     return {
         "N_t": data["Ns"].tolist(),
-        "recovered": fraction(int(np.sum(rec[:, 0] <= RECOVER_RTOL)), n),
-        "zero_loss": fraction(int(np.sum(rec[:, 1] <= ZERO_RTOL)), n),
-        "random_starts_zero_loss": fraction(int(np.sum(cl == 0)), runs),
-        "random_starts_stuck": fraction(int(np.sum(cl == 1)), runs),
-        "random_starts_runaway": fraction(int(np.sum(cl == 2)), runs),
+        **_recovery_numbers(rec, cl),
         "median_sr_floor_ratio_data_over_population": float(np.median(rec[:, 2] / rec[:, 3])),
         "sr_floor_above_population": fraction(int(np.sum(rec[:, 2] > (1 + 1e-6) * rec[:, 3])), n),
         "median_max_condition_S_t": float(np.median(rec[:, 4])),
@@ -1633,13 +1647,8 @@ def check_covariance(
                 )  # fmt: skip
                 rec, cl = data["record"], data["classes"]
                 total += instances
-                n_runs = cl.size
                 block[f"{setting},cond={float(cond)}"] = {
-                    "recovered": fraction(int(np.sum(rec[:, 0] <= RECOVER_RTOL)), instances),
-                    "zero_loss": fraction(int(np.sum(rec[:, 1] <= ZERO_RTOL)), instances),
-                    "random_starts_zero_loss": fraction(int(np.sum(cl == 0)), n_runs),
-                    "random_starts_stuck": fraction(int(np.sum(cl == 1)), n_runs),
-                    "random_starts_runaway": fraction(int(np.sum(cl == 2)), n_runs),
+                    **_recovery_numbers(rec, cl),
                     "median_sr_finetune_loss": float(np.median(rec[:, 2])),
                     "median_sr_finetune_loss_isotropic": float(np.median(rec[:, 3])),
                     "median_sr_floor_ratio_sigma_over_identity": float(
