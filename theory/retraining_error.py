@@ -139,7 +139,7 @@ def retraining_error_ratio_limit(d: int, k: int) -> float:
 
 
 def predicted_retraining_error_unequal(
-    U_star: np.ndarray, noise_std: float, Ns: Sequence[int], *, weighting: str = "task"
+    U_star: np.ndarray, noise_std: float, Ns: Sequence[int] | np.ndarray, *, weighting: str = "task"
 ) -> float:
     r"""First-order ``E ||A_hat - A*||_F^2`` of LoRA-ML on data with unequal sample sizes N_t.
 
@@ -213,8 +213,5 @@ def predicted_retraining_error_unequal(
     Hinv = (Q / lam) @ Q.T
     return float(
         noise_std**2
-        * sum(
-            wt**2 / n * np.sum((Hinv @ C) * Hinv)
-            for wt, n, C in zip(w, N, comps, strict=True)
-        )
+        * sum(wt**2 / n * np.sum((Hinv @ C) * Hinv) for wt, n, C in zip(w, N, comps, strict=True))
     )
