@@ -558,9 +558,9 @@ def _unequal_panel(ax, data: RunResult, s: dict[str, Any]) -> None:
     ax.set_xlabel("first-order prediction of E||A_hat - A*||^2")
     ax.set_ylabel(f"measured, mean of {data['u_error'].shape[2]} data sets")
     n_fam = data["u_record"].shape[0] * data["u_record"].shape[1]
-    ax.set_title(f"unequal N_t, noise {s['noise_std']:g}; noiseless from N_t = d:\n"
-                 f"A* recovered on {recovered}/{n_fam} families, "
-                 f"{zero_starts}/{n_starts} random starts at zero loss", fontsize=9)  # fmt: skip
+    ax.set_title(f"unequal N_t, noise {s['noise_std']:g}; noiseless, N_t from d:\n"
+                 f"A* on {recovered}/{n_fam} families, {zero_starts}/{n_starts} starts "
+                 "at zero loss", fontsize=9)  # fmt: skip
     ax.legend(loc="upper left", fontsize=5)
 
 
