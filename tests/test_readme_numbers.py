@@ -289,12 +289,26 @@ QUOTES: list[Quote] = [
     ),
     Quote(
         "verify",
-        "(risk/floor {} at n = 1600); rank k(T+1) = 4 removes the floor but pays {}x LoRA-ML's "
-        "rank-k risk, against the predicted `K(2d-K) / (k(2d-k)) = {}`",
+        "(risk/floor {} at n = 1600); rank K = k(T+1) = 4 removes the floor but pays {}x "
+        "LoRA-ML's rank-k risk, against the predicted ratio of the first-order finite-n risks "
+        "`K [d/(n-d-1) + (d-K)/(n-K-1)] / (k [d/(n-d-1) + (d-k)/(n-k-1)]) = {}` at n = 1600 (its "
+        "n -> infinity limit `K(2d-K) / (k(2d-k))` is {};",
         lambda v: (
             span(v["rate"]["numbers"]["sr_rank_k_risk_over_floor_at_max_n"], lambda x: f(x, 3)),
             span(v["rate"]["numbers"]["sr_rank_kT1_risk_over_lora_ml_rank_k_risk_at_max_n"]),
-            f(v["rate"]["numbers"]["predicted_variance_ratio_kT1_over_k"][0]),
+            f(v["rate"]["numbers"]["predicted_variance_ratio_kT1_over_k"][0], 3),
+            f(v["rate"]["numbers"]["predicted_variance_ratio_kT1_over_k_asymptotic"][0], 3),
+        ),
+    ),
+    Quote(
+        "verify",
+        "its smallest singular value is {}-{} times the noise scale `s sqrt(d/n)` at n = 1600",
+        lambda v: tuple(
+            f"{x:.0f}"
+            for x in (
+                min(v["rate"]["numbers"]["sr_residual_sigma_K_over_noise_scale"]),
+                max(v["rate"]["numbers"]["sr_residual_sigma_K_over_noise_scale"]),
+            )
         ),
     ),
     Quote(
