@@ -278,11 +278,12 @@ def check_rate(
     (``..._asymptotic``); at n = 20, d = 10, k = 1, T = 3 they are 3.75 and 3.37. Why the finite-n
     formula of :func:`loraml.theory.adaptation.predicted_excess_risk` applies to SR at rank K: its
     derivation only needs a frozen base whose residual ``B* = A_{T+1}* - A_base`` has rank exactly
-    the adapter's rank, and high SNR. SR's base is ``A_SR = A* + (1/T) sum_t U_t* V_t*^T``
-    (Theorem 1), so ``B* = U_{T+1}* V_{T+1}*^T - (1/T) sum_t U_t* V_t*^T`` has rank ``k(T+1)``
-    when the stacked factors are generic (``k(T+1) <= d``, Remark 1), and rank-K fine-tuning is
-    rank-K reduced-rank regression onto it; the noise, the inputs ``x ~ N(0, I)`` and the inverse
-    Wishart moments are the same with k replaced by K. The high-SNR condition
+    the adapter's rank, and high SNR. SR's base is ``A_SR = A* + (1/T) sum_t U_t* U_t*^T``
+    (Theorem 1), so ``B* = U_{T+1}* U_{T+1}*^T - (1/T) sum_t U_t* U_t*^T = W D W^T`` with
+    ``W = [U_1*, ..., U_{T+1}*]`` and ``D = diag(-I/T, ..., -I/T, I)`` invertible: rank exactly
+    ``k(T+1)`` when W has full column rank (generic, ``k(T+1) <= d``, Remark 1), and rank-K
+    fine-tuning is rank-K reduced-rank regression onto it; the noise, the inputs ``x ~ N(0, I)``
+    and the inverse Wishart moments are the same with k replaced by K. The high-SNR condition
     ``sigma_K(B*) >> s sqrt(d / n)`` is recorded as ``sr_residual_sigma_K_over_noise_scale`` (at
     the largest n). When ``K = d`` the rank-d fit is unconstrained least squares and the formula,
     ``s^2 d^2 / (n - d - 1)``, is exact without that condition. The two risks of the ratio are
