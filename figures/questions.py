@@ -10,7 +10,8 @@
 - ``misspecified``: perturbations that are not exactly rank-k PSD
   (:func:`loraml.theory.questions.misspecified_cell`), with the first-order slopes.
 - ``covariance``: inputs with covariance Sigma != I, shared or per task
-  (:func:`loraml.theory.questions.covariance_cell`).
+  (:func:`loraml.theory.questions.covariance_cell`), and finite samples with unequal N_t
+  (:func:`loraml.theory.questions.unequal_n_cell` and ``unequal_n_noisy_cell``).
 - ``end-to-end``: finite data at both stages over (N, T, n), with the first-order total risk
   (:func:`loraml.theory.questions.end_to_end_cell` and ``end_to_end_prediction``).
 
@@ -73,7 +74,7 @@ def _rank_assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult:
 def _rank_draw(data: RunResult, s: dict[str, Any]):
     from loraml.figures import plot
 
-    fig, (ax1, ax2, ax3) = plot.figure(ncols=3, width=13.0, height=3.9)
+    fig, (ax1, ax2, ax3, ax4) = plot.figure(ncols=4, width=17.0, height=3.9)
     for i, (T, k, d) in enumerate(s["cells"]):
         st = plot.style(i)
         ranks, rec = data[f"cell{i}_ranks"], data[f"cell{i}_record"]
@@ -424,6 +425,24 @@ def covariance_run(
     )  # fmt: skip
 
 
+def unequal_n_run(
+    rng: np.random.Generator, *, d: int, T: int, k: int, spread: float, noisy_n_min: int,
+    noise_std: float, instances: int, starts: int, draws: int,
+) -> RunResult:  # fmt: skip
+    """Noiseless and noisy unequal-N_t cells of one size (:func:`loraml.theory.questions`)."""
+    clean = qn.unequal_n_cell(
+        rng, d=d, T=T, k=k, n_min=d, spread=spread, instances=instances, starts=starts
+    )
+    noisy = qn.unequal_n_noisy_cell(
+        rng, d=d, T=T, k=k, n_min=noisy_n_min, spread=spread, noise_std=noise_std,
+        instances=instances, draws=draws,
+    )  # fmt: skip
+    return {
+        "u_record": clean["record"], "u_classes": clean["classes"], "u_error": noisy["error"],
+        "u_predicted": noisy["predicted"],
+    }  # fmt: skip
+
+
 def _cov_cells(s: dict[str, Any]) -> list[tuple[int, int, int, str, float]]:
     return [
         (d, T, k, setting, float(cond))
@@ -436,23 +455,32 @@ def _cov_cells(s: dict[str, Any]) -> list[tuple[int, int, int, str, float]]:
 
 def _cov_runs(s: dict[str, Any]) -> list[Run]:
     kw = {"instances": s["instances"], "starts": s["starts"]}
+    cells = _cov_cells(s)
+    u_kw = {key: s[key] for key in ("spread", "noisy_n_min", "noise_std", "draws")}
     return [
         Run(covariance_run, {"d": d, "T": T, "k": k, "setting": st, "condition": c, **kw}, (i,))
-        for i, (d, T, k, st, c) in enumerate(_cov_cells(s))
+        for i, (d, T, k, st, c) in enumerate(cells)
+    ] + [
+        Run(unequal_n_run, {"d": d, "T": T, "k": k, **u_kw, **kw}, (len(cells) + j,))
+        for j, (d, T, k) in enumerate(s["sizes"])
     ]
 
 
 def _cov_assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult:
-    return {
-        "record": np.stack([r["record"] for r in results]),  # (cell, instance, field)
-        "classes": np.stack([r["classes"] for r in results]),  # (cell, instance, start)
+    cov, unequal = results[: len(_cov_cells(s))], results[len(_cov_cells(s)) :]
+    out = {
+        "record": np.stack([r["record"] for r in cov]),  # (cell, instance, field)
+        "classes": np.stack([r["classes"] for r in cov]),  # (cell, instance, start)
     }
+    for key in ("u_record", "u_classes", "u_error", "u_predicted"):
+        out[key] = np.stack([r[key] for r in unequal])  # (size, instance, ...)
+    return out
 
 
 def _cov_draw(data: RunResult, s: dict[str, Any]):
     from loraml.figures import plot
 
-    fig, (ax1, ax2, ax3) = plot.figure(ncols=3, width=13.0, height=3.9)
+    fig, (ax1, ax2, ax3, ax4) = plot.figure(ncols=4, width=17.0, height=3.9)
     cells = _cov_cells(s)
     rec, classes = data["record"], data["classes"]
     series = sorted({(d, T, k, st) for d, T, k, st, _ in cells})
@@ -492,8 +520,48 @@ def _cov_draw(data: RunResult, s: dict[str, Any]):
     for ax in (ax1, ax2, ax3):
         ax.set_xscale("log")
         ax.set_xlabel("condition number of Sigma")
-    fig.suptitle("covariance: population LoRA-ML and SR with x ~ N(0, Sigma_t)")
+    _unequal_panel(ax4, data, s)
+    fig.suptitle("covariance: population LoRA-ML and SR with x ~ N(0, Sigma_t); "
+                 f"finite samples with N_t spread {s['spread']:g}x")  # fmt: skip
     return fig
+
+
+def _unequal_panel(ax, data: RunResult, s: dict[str, Any]) -> None:
+    """Measured against predicted retraining error, unequal N_t, one point per family."""
+    from loraml.figures import plot
+
+    err = data["u_error"].mean(axis=2)  # (size, instance, weighting): mean over draws
+    pred = data["u_predicted"]  # (size, instance, 3)
+    recovered = int(np.sum(data["u_record"][:, :, 0] <= qn.RECOVER_RTOL))
+    zero_starts, n_starts = int(np.sum(data["u_classes"] == 0)), data["u_classes"].size
+    for m, (d, T, k) in enumerate(s["sizes"]):
+        sty = plot.style(m)
+        size = f"d={d}, T={T}, k={k}"
+        ax.scatter(pred[m, :, 0], err[m, :, 0], color=sty["color"], marker=sty["marker"], s=14,
+                   label=f"{size}, per-task means")  # fmt: skip
+        ax.scatter(pred[m, :, 1], err[m, :, 1], color=sty["color"], marker=sty["marker"], s=14,
+                   facecolors="none", label=f"{size}, weighted by N_t")  # fmt: skip
+        ax.scatter(
+            pred[m, :, 2],
+            err[m, :, 0],
+            color=sty["color"],
+            marker="x",
+            s=12,
+            alpha=0.5,
+            label=f"{size}, per-task means vs equal-N formula at mean N_t",
+        )
+    lo = min(float(pred[..., :2].min()), float(err.min())) / 1.5
+    hi = max(float(pred.max()), float(err.max())) * 1.5
+    ax.plot([lo, hi], [lo, hi], color="k", linestyle=":", linewidth=1, label="measured = predicted")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("first-order prediction of E||A_hat - A*||^2")
+    ax.set_ylabel(f"measured, mean of {data['u_error'].shape[2]} data sets")
+    n_fam = data["u_record"].shape[0] * data["u_record"].shape[1]
+    ax.set_title(f"unequal N_t, noise {s['noise_std']:g}; noiseless, N_t from d:\n"
+                 f"A* on {recovered}/{n_fam} families, {zero_starts}/{n_starts} starts "
+                 "at zero loss", fontsize=9)  # fmt: skip
+    ax.legend(loc="upper left", fontsize=5)
 
 
 _COV_FULL: dict[str, Any] = {
@@ -502,17 +570,22 @@ _COV_FULL: dict[str, Any] = {
     "conditions": list(qn.COV_CONDITIONS),
     "instances": 20,
     "starts": 3,
+    "spread": qn.COV_N_SPREAD,
+    "noisy_n_min": qn.COV_NOISY_N_MIN,
+    "noise_std": qn.COV_NOISE_STD,
+    "draws": 5,
 }
 COVARIANCE = FigureSpec(
     name="covariance",
-    summary="inputs with covariance Sigma != I: recovery, random starts, SR's floor",
+    summary="inputs with covariance Sigma != I and unequal N_t: recovery, random starts, SR's "
+    "floor, retraining error",
     full=_COV_FULL,
-    quick={**_COV_FULL, "instances": 5, "starts": 2},
+    quick={**_COV_FULL, "instances": 5, "starts": 2, "draws": 3},
     runs=_cov_runs,
     assemble=_cov_assemble,
     draw=_cov_draw,
     seed=136,
-    version="1",
+    version="2",
 )
 
 

@@ -155,6 +155,19 @@ def test_adaptation_rate_is_one_over_n_with_the_derived_constant(rng):
     assert measured == pytest.approx(res.numbers["predicted_variance_ratio_kT1_over_k"][0], rel=0.3)
 
 
+def test_sr_rank_kT1_variance_ratio_follows_the_finite_n_prediction(rng):
+    # at n = 20 (d = 10, k = 1, K = 4) the finite-n ratio and its asymptote differ by 11 %
+    res = checks.check_rate(rng, instances=3, ns=(15, 20), reps=300)
+    n = res.numbers
+    finite = n["predicted_variance_ratio_kT1_over_k"][0]
+    asymptotic = n["predicted_variance_ratio_kT1_over_k_asymptotic"][0]
+    assert finite > 1.1 * asymptotic
+    assert min(n["sr_residual_sigma_K_over_noise_scale"]) > 5  # the derivation's high SNR
+    measured = float(np.mean(n["sr_rank_kT1_risk_over_lora_ml_rank_k_risk_at_max_n"]))
+    assert measured == pytest.approx(finite, rel=0.05)
+    assert abs(np.log(measured / finite)) < 0.5 * abs(np.log(measured / asymptotic))
+
+
 def test_finite_sample_lora_ml_error_shrinks_like_one_over_n(rng):
     res = checks.check_retraining(rng, reps=4, Ns=(100, 400, 1600), Ts=(3,))
     row = res.numbers["by_T"]["T=3"]

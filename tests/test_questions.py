@@ -354,6 +354,22 @@ def test_per_task_covariances_keep_the_zero_loss_set_and_lora_ml_recovers_a_star
     assert np.all(np.abs(rec[:, 2] / rec[:, 3] - 1) > 1e-3)  # SR's floor moves with Sigma
 
 
+def test_unequal_sample_sizes_from_n_equal_d_keep_the_zero_loss_set():
+    # noiseless N_t = d, 3.2d, 10d: S_t = X X^T / N_t is positive definite but badly conditioned
+    for d in (8, 4):
+        data = qn.unequal_n_cell(
+            np.random.default_rng(4), d=d, T=3, k=1, n_min=d, spread=10.0, instances=3,
+            starts=2,
+        )  # fmt: skip
+        rec = data["record"]
+        assert data["Ns"].tolist() == [d, round(3.16227766 * d), 10 * d]
+        assert np.all(rec[:, 0] <= qn.RECOVER_RTOL)  # A* recovered (Theorem 3 carries over)
+        assert np.all(rec[:, 1] <= qn.ZERO_RTOL)
+        assert np.all(data["classes"] == 0)
+        assert rec[:, 4].max() > 100  # even with max_t cond(S_t) above 100
+        assert np.all(np.abs(rec[:, 2] / rec[:, 3] - 1) > 1e-3)  # SR's floor moves with S_t
+
+
 def test_random_covariance_has_the_requested_condition_number():
     S = qn.random_covariance(6, 50.0, np.random.default_rng(0))
     w = np.linalg.eigvalsh(S)
@@ -364,6 +380,7 @@ def test_random_covariance_has_the_requested_condition_number():
 
 def test_readme_covariance_numbers_come_from_the_committed_json():
     n = json.loads((VERIFY_DIR / "covariance.json").read_text())["covariance"]["numbers"]
+    n = {size: block for size, block in n.items() if size != "unequal_N"}  # Sigma cells only
     cells = [(key, v) for block in n.values() for key, v in block.items()]
     aniso = [v for key, v in cells if "cond=1.0" not in key]
     rec = sum(v["recovered"]["k"] for _, v in cells)

@@ -44,6 +44,10 @@ SOURCES: dict[str, tuple[str, str]] = {
         "figures/output/full/sr-floor-vs-T.json",
         "loraml figures sr-floor-vs-T",
     ),
+    "covariance": (
+        "figures/output/verify/covariance.json",
+        "loraml verify --only covariance --seed 0 --json > FILE",
+    ),
     "vary-T-numbers": ("figures/output/full/vary-T.json", "loraml figures vary-T"),
     "vary-k-numbers": ("figures/output/full/vary-k.json", "loraml figures vary-k"),
     "vary-d": ("figures/output/full/vary-d.npz", "loraml figures vary-d"),
@@ -197,6 +201,15 @@ def of20(x: float, n: int = 20) -> str:
     return f"{round(x * n)}/{n}"
 
 
+def unequal(c: dict[str, Any], d: int, part: str) -> dict[str, Any]:
+    """The unequal-N_t record of the covariance key at (d, 3, 1): ``noiseless`` or ``noisy``."""
+    return c["covariance"]["numbers"]["unequal_N"][f"d={d},T=3,k=1"][part]
+
+
+def unequal_sum(c: dict[str, Any], field: str, count: str) -> int:
+    return sum(unequal(c, d, "noiseless")[field][count] for d in (8, 4))
+
+
 QUOTES: list[Quote] = [
     # ---- verify, full profile: the statement table
     Quote(
@@ -293,12 +306,26 @@ QUOTES: list[Quote] = [
     ),
     Quote(
         "verify",
-        "(risk/floor {} at n = 1600); rank k(T+1) = 4 removes the floor but pays {}x LoRA-ML's "
-        "rank-k risk, against the predicted `K(2d-K) / (k(2d-k)) = {}`",
+        "(risk/floor {} at n = 1600); rank K = k(T+1) = 4 removes the floor but pays {}x "
+        "LoRA-ML's rank-k risk, against the predicted ratio of the first-order finite-n risks "
+        "`K [d/(n-d-1) + (d-K)/(n-K-1)] / (k [d/(n-d-1) + (d-k)/(n-k-1)]) = {}` at n = 1600 (its "
+        "n -> infinity limit `K(2d-K) / (k(2d-k))` is {};",
         lambda v: (
             span(v["rate"]["numbers"]["sr_rank_k_risk_over_floor_at_max_n"], lambda x: f(x, 3)),
             span(v["rate"]["numbers"]["sr_rank_kT1_risk_over_lora_ml_rank_k_risk_at_max_n"]),
-            f(v["rate"]["numbers"]["predicted_variance_ratio_kT1_over_k"][0]),
+            f(v["rate"]["numbers"]["predicted_variance_ratio_kT1_over_k"][0], 3),
+            f(v["rate"]["numbers"]["predicted_variance_ratio_kT1_over_k_asymptotic"][0], 3),
+        ),
+    ),
+    Quote(
+        "verify",
+        "its smallest singular value is {}-{} times the noise scale `s sqrt(d/n)` at n = 1600",
+        lambda v: tuple(
+            f"{x:.0f}"
+            for x in (
+                min(v["rate"]["numbers"]["sr_residual_sigma_K_over_noise_scale"]),
+                max(v["rate"]["numbers"]["sr_residual_sigma_K_over_noise_scale"]),
+            )
         ),
     ),
     Quote(
@@ -754,6 +781,68 @@ QUOTES: list[Quote] = [
             ("reptile", "Reptile"),
         )
     ],
+    # Beyond the paper, covariance: unequal N_t
+    Quote(
+        "covariance",
+        "A* recovered on {}/{} families and {} of {} random starts at zero loss, although the "
+        "median of `max_t cond(S_t)` was {} (d = 8) and {} (d = 4)",
+        lambda c: (
+            unequal_sum(c, "recovered", "k"),
+            unequal_sum(c, "recovered", "n"),
+            unequal_sum(c, "random_starts_zero_loss", "k"),
+            unequal_sum(c, "random_starts_zero_loss", "n"),
+            *(f"{unequal(c, d, 'noiseless')['median_max_condition_S_t']:.0f}" for d in (8, 4)),
+        ),
+    ),
+    Quote(
+        "covariance",
+        "SR's rank-k floor from the data-weighted SR solution is a median {}x (d = 8) and {}x",
+        lambda c: tuple(
+            f(unequal(c, d, "noiseless")["median_sr_floor_ratio_data_over_population"])
+            for d in (8, 4)
+        ),
+    ),
+    Quote(
+        "covariance",
+        "T = 3, k = 1, d = 8 and 4, {} families per size",
+        lambda c: (unequal(c, 8, "noisy")["families"],),
+    ),
+    Quote(
+        "covariance",
+        "With noise s = {} and N_t = {} ({} data sets per family)",
+        lambda c: (
+            g(unequal(c, 8, "noisy")["noise_std"]),
+            ", ".join(str(n) for n in unequal(c, 8, "noisy")["N_t"]),
+            unequal(c, 8, "noisy")["draws"],
+        ),
+    ),
+    Quote(
+        "covariance",
+        "measured over predicted (ratio of means) {} (d = 8) and {} (d = 4) for the toolkit's "
+        "per-task means (w_t = 1), {} and {} for the pooled sum of squares",
+        lambda c: tuple(
+            f(unequal(c, d, "noisy")[w]["ratio_of_means"], 3)
+            for w in ("task_weighted", "sample_weighted")
+            for d in (8, 4)
+        ),
+    ),
+    Quote(
+        "covariance",
+        "the equal-N formula at the mean N_t is {}x and {}x too low",
+        lambda c: tuple(
+            f(unequal(c, d, "noisy")["task_weighted_over_equal_N_formula_at_mean_N"])
+            for d in (8, 4)
+        ),
+    ),
+    Quote(
+        "covariance",
+        "lowers the error to {}x (predicted {}x) at d = 8 and {}x ({}x) at d = 4",
+        lambda c: tuple(
+            f(unequal(c, d, "noisy")["sample_over_task_error"][key])
+            for d in (8, 4)
+            for key in ("measured", "predicted")
+        ),
+    ),
 ]
 
 
@@ -801,6 +890,17 @@ def test_readme_convex_table_is_the_committed_record():
     rows = convex_rows(load("verify"))
     missing = [row for row in rows if normalise(row) not in readme]
     assert not missing, "convex table rows not in README:\n" + "\n".join(missing)
+
+
+def test_readme_lists_every_verify_key_in_the_clis_order():
+    """README's key list is PROFILES, the list ``loraml verify --help`` prints under ``--only``."""
+    from loraml.theory.verify_cli import PROFILES
+
+    text = README.read_text()
+    start = text.index("The verify keys, in the order they run")
+    listed = text[start : text.index("`--json` prints", start)]
+    keys = re.findall(r"`([a-z0-9_]+)`", listed)
+    assert keys == list(PROFILES)
 
 
 def test_readme_names_the_command_of_every_source():

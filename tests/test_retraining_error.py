@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 import loraml.theory as th
+from loraml.theory.questions import unequal_n_noisy_cell
 from loraml.theory.retraining_error import (
     predicted_retraining_error,
+    predicted_retraining_error_unequal,
     retraining_error_ratio_limit,
     tangent_projector,
 )
@@ -62,3 +64,29 @@ def test_ratio_limit_matches_the_prediction_for_many_tasks():
 def test_two_tasks_are_not_identifiable():
     U = np.random.default_rng(1).standard_normal((2, 6, 1))
     assert predicted_retraining_error(U, 0.1, 100) == np.inf
+
+
+def test_unequal_sizes_prediction_matches_lora_ml_for_both_task_weightings():
+    # LoRA-ML on data with N_t = 200, 632, 2000 (per-task means, and tasks weighted by N_t)
+    reps = 30
+    out = unequal_n_noisy_cell(
+        np.random.default_rng(7), d=8, T=3, k=1, n_min=200, spread=10.0, noise_std=0.1,
+        instances=reps, draws=1,
+    )  # fmt: skip
+    err, pred = out["error"][:, 0], out["predicted"]  # (reps, 2), (reps, 3)
+    ratio = err / pred[:, :2]
+    # 3 standard errors + 5 % for the dropped O(d/N_t) terms (d/N_t up to 0.04 here)
+    tol = 3 * ratio.std(axis=0, ddof=1) / np.sqrt(reps) + 0.05
+    assert np.all(np.abs(ratio.mean(axis=0) - 1) <= tol)
+    naive = err[:, 0] / pred[:, 2]  # the equal-N formula at the mean N_t
+    assert naive.mean() - 1 > 3 * naive.std(ddof=1) / np.sqrt(reps) + 0.05
+    assert np.median(err[:, 1] / err[:, 0]) < 1  # weighting by N_t lowers the error
+
+
+def test_unequal_prediction_refuses_bad_sizes_and_weightings():
+    U = np.random.default_rng(2).standard_normal((3, 5, 1))
+    with pytest.raises(ValueError, match="Ns must hold 3"):
+        predicted_retraining_error_unequal(U, 0.1, [100, 200])
+    with pytest.raises(ValueError, match="weighting"):
+        predicted_retraining_error_unequal(U, 0.1, [100, 200, 300], weighting="pooled")
+    assert predicted_retraining_error_unequal(U[:2], 0.1, [100, 1000]) == np.inf  # T = 2

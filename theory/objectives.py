@@ -25,6 +25,7 @@ The retraining objectives are sums over tasks:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,7 +91,9 @@ class Quadratics:
         return cls(S, C, c)
 
     @classmethod
-    def from_data(cls, X: np.ndarray, Y: np.ndarray) -> Quadratics:
+    def from_data(
+        cls, X: np.ndarray | Sequence[np.ndarray], Y: np.ndarray | Sequence[np.ndarray]
+    ) -> Quadratics:
         """Finite-sample losses ``1/(2N) ||Y_t - M X_t||_F^2`` from raw data.
 
         Parameters
@@ -99,7 +102,7 @@ class Quadratics:
         Y : ndarray, shape (T, d_out, N) or (d_out, N), or a sequence of (d_out, N_t) arrays
         """
         if isinstance(X, np.ndarray) and X.ndim == 2:
-            X, Y = X[None], Y[None]
+            X, Y = X[None], np.asarray(Y)[None]
         S, C, c, N, B, m = [], [], [], [], [], []
         for x, y in zip(X, Y, strict=True):
             n = x.shape[1]

@@ -164,6 +164,18 @@ def _end_class(fam: TaskFamily, A: np.ndarray, U: np.ndarray) -> str:
     return "runaway" if np.linalg.norm(A - fam.A_star) > RUNAWAY_FACTOR * scale else "stuck"
 
 
+def _start_classes(
+    fam: TaskFamily, q: Quadratics, k: int, starts: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Ends of ``starts`` random starts of LoRA-ML on ``q``: 0 zero loss, 1 stuck, 2 runaway."""
+    code = {"zero": 0, "stuck": 1, "runaway": 2}
+    out = np.empty(starts, dtype=int)
+    for s in range(starts):
+        end = solve_lora_ml(q, k, init=random_start(q, k, rng))
+        out[s] = code[_end_class(fam, end.A, end.U)]
+    return out
+
+
 def _scaled(fam: TaskFamily, rng: np.random.Generator, spread: float) -> TaskFamily:
     """``U_t*`` multiplied by ``exp(spread * N(0, 1))`` (0: the paper's equal scales)."""
     if spread == 0:
@@ -1257,7 +1269,6 @@ def covariance_cell(
 
     rec = np.empty((instances, 4))
     classes = np.empty((instances, starts), dtype=int)
-    code = {"zero": 0, "stuck": 1, "runaway": 2}
     for i in range(instances):
         fam = draw_generic_family(rng, d, T, k)
         if setting == "shared":
@@ -1279,10 +1290,263 @@ def covariance_cell(
             finetune_closed_form(q_test, sr_closed_form(q), k).loss / L0,
             finetune_closed_form(q_test_iso, fam.targets().mean(0), k).loss / L0_iso,
         )
-        for s in range(starts):
-            end = solve_lora_ml(q, k, init=random_start(q, k, rng))
-            classes[i, s] = code[_end_class(fam, end.A, end.U)]
+        classes[i] = _start_classes(fam, q, k, starts, rng)
     return {"record": rec, "classes": classes}
+
+
+COV_N_SPREAD = 10.0  # largest N_t over smallest
+COV_NOISY_N_MIN = 100
+COV_NOISE_STD = 0.1
+
+
+def unequal_sizes(T: int, n_min: int, spread: float) -> np.ndarray:
+    """Sample sizes ``N_t = round(n_min spread^(t / (T - 1)))``: geometric, ``n_min`` to
+    ``spread * n_min``.
+
+    Parameters
+    ----------
+    T : int
+        Number of tasks.
+    n_min : int
+        Smallest size.
+    spread : float
+        Largest size over smallest (at least 1).
+
+    Returns
+    -------
+    ndarray of int, shape (T,)
+
+    Examples
+    --------
+    >>> unequal_sizes(3, 8, 10.0).tolist()
+    [8, 25, 80]
+    """
+    t = np.arange(T) / max(T - 1, 1)
+    return np.round(n_min * spread**t).astype(int)
+
+
+def _unequal_data(
+    fam: TaskFamily, Ns: np.ndarray, noise_std: float, rng: np.random.Generator
+) -> Quadratics:
+    """Task t's ``N_t`` samples ``x ~ N(0, I)``, ``y = A_t* x + eps`` as per-task mean losses."""
+    from loraml.theory.family import sample_task_data
+
+    data = [
+        sample_task_data(A, int(n), noise_std, rng) for A, n in zip(fam.targets(), Ns, strict=True)
+    ]
+    return Quadratics.from_data([x for x, _ in data], [y for _, y in data])
+
+
+def unequal_n_cell(
+    rng: np.random.Generator,
+    *,
+    d: int,
+    T: int,
+    k: int,
+    n_min: int,
+    spread: float,
+    instances: int,
+    starts: int,
+) -> dict[str, np.ndarray]:
+    r"""LoRA-ML and SR on noiseless finite samples with unequal sizes ``N_t`` (N_t >= d).
+
+    Task t gets ``N_t`` samples (:func:`unequal_sizes`), ``y = A_t* x`` exactly, and the loss
+    ``f_t(M) = 1/(2N_t) ||Y_t - M X_t||_F^2 = 1/2 tr((M - A_t*) S_t (M - A_t*)^T)`` with
+    ``S_t = X_t X_t^T / N_t``: the per-task covariance case with ``Sigma_t = S_t``, positive
+    definite (almost surely) when ``N_t >= d``, but badly conditioned near ``N_t = d``. Per family
+    (generic, d, T, k), ``"record"`` fields
+
+    0. ``||A_hat - A*|| / ||A*||`` from the spectral start; 1. ``max_t r_t`` there;
+    2. SR's rank-k fine-tuning loss on the test task (population, ``x ~ N(0, I)``) from the SR
+       solution on these data, over the loss of not adapting from A*; 3. the same from the
+       population SR solution ``mean_t A_t*`` (the paper's floor); 4. ``max_t cond(S_t)``;
+
+    and ``"classes"`` (instances, starts): random starts classified as in
+    :func:`covariance_cell` (0 zero loss, 1 stuck, 2 runaway).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    d, T, k : int
+        Dimension, number of retraining tasks and perturbation rank; ``k (T + 1) <= d``.
+    n_min : int
+        Smallest ``N_t`` (at least d for a positive definite ``S_t``).
+    spread : float
+        Largest ``N_t`` over smallest.
+    instances : int
+        Families drawn.
+    starts : int
+        Random starts per family.
+
+    Returns
+    -------
+    dict
+        ``"record"`` of shape (instances, 5), ``"classes"`` of shape (instances, starts) and
+        ``"Ns"`` (the sizes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = unequal_n_cell(np.random.default_rng(0), d=8, T=3, k=1, n_min=8, spread=10.0,
+    ...     instances=1, starts=1)
+    >>> out["Ns"].tolist(), out["record"].shape
+    ([8, 25, 80], (1, 5))
+    >>> bool(out["record"][0, 1] <= ZERO_RTOL)  # N_t >= d: the zero-loss set is unchanged
+    True
+    """
+    from loraml.theory.finetune import finetune_closed_form
+    from loraml.theory.retraining import sr_closed_form
+
+    Ns = unequal_sizes(T, n_min, spread)
+    rec = np.empty((instances, 5))
+    classes = np.empty((instances, starts), dtype=int)
+    for i in range(instances):
+        fam = draw_generic_family(rng, d, T, k)
+        q = _unequal_data(fam, Ns, 0.0, rng)
+        q_test = Quadratics.population(fam.test_targets()[:1])
+        res = solve_lora_ml(q, k)
+        L0 = float(q_test.losses(fam.A_star)[0])
+        assert q.S is not None  # finite-sample losses carry their second moments
+        rec[i] = (
+            float(np.linalg.norm(res.A - fam.A_star) / np.linalg.norm(fam.A_star)),
+            float(task_residuals(fam, res.A, res.U).max()),
+            finetune_closed_form(q_test, sr_closed_form(q), k).loss / L0,
+            finetune_closed_form(q_test, fam.targets().mean(0), k).loss / L0,
+            float(np.linalg.cond(q.S).max()),
+        )
+        classes[i] = _start_classes(fam, q, k, starts, rng)
+    return {"record": rec, "classes": classes, "Ns": Ns}
+
+
+def unequal_n_noisy_cell(
+    rng: np.random.Generator,
+    *,
+    d: int,
+    T: int,
+    k: int,
+    n_min: int,
+    spread: float,
+    noise_std: float,
+    instances: int,
+    draws: int,
+) -> dict[str, np.ndarray]:
+    r"""LoRA-ML's retraining error with unequal ``N_t`` and noise, against its prediction.
+
+    Per family (generic, d, T, k) and each of ``draws`` noisy data sets (task t: ``N_t``
+    samples, :func:`unequal_sizes`), LoRA-ML's ``||A_hat - A*||_F^2`` on the toolkit's objective
+    (per-task means, every task weighted 1) and on the pooled sum of squared errors (task t
+    weighted by ``N_t``). ``"error"`` (instances, draws, 2): the two errors; ``"predicted"``
+    (instances, 3): the first-order predictions of the two
+    (:func:`loraml.theory.retraining_error.predicted_retraining_error_unequal`, ``"task"`` and
+    ``"sample"``) and, for contrast, the equal-N formula
+    (:func:`loraml.theory.retraining_error.predicted_retraining_error`) at the mean ``N_t``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    d, T, k : int
+        Dimension, number of retraining tasks and perturbation rank; ``k (T + 1) <= d``.
+    n_min : int
+        Smallest ``N_t`` (the prediction is first order: ``n_min >> d``).
+    spread : float
+        Largest ``N_t`` over smallest.
+    noise_std : float
+        Noise standard deviation ``s``.
+    instances : int
+        Families drawn.
+    draws : int
+        Noisy data sets per family.
+
+    Returns
+    -------
+    dict
+        ``"error"`` (instances, draws, 2), ``"predicted"`` (instances, 3) and ``"Ns"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = unequal_n_noisy_cell(np.random.default_rng(0), d=6, T=3, k=1, n_min=100,
+    ...     spread=10.0, noise_std=0.1, instances=1, draws=2)
+    >>> out["error"].shape, out["predicted"].shape
+    ((1, 2, 2), (1, 3))
+    >>> bool(out["predicted"][0, 1] < out["predicted"][0, 0])  # weighting by N_t is better
+    True
+    """
+    from loraml.theory.retraining_error import (
+        predicted_retraining_error,
+        predicted_retraining_error_unequal,
+    )
+
+    Ns = unequal_sizes(T, n_min, spread)
+    w = Ns / Ns.mean()
+    err = np.empty((instances, draws, 2))
+    pred = np.empty((instances, 3))
+    for i in range(instances):
+        fam = draw_generic_family(rng, d, T, k)
+        pred[i] = (
+            predicted_retraining_error_unequal(fam.U_star, noise_std, Ns),
+            predicted_retraining_error_unequal(fam.U_star, noise_std, Ns, weighting="sample"),
+            predicted_retraining_error(fam.U_star, noise_std, int(round(Ns.mean()))),
+        )
+        for j in range(draws):
+            q = _unequal_data(fam, Ns, noise_std, rng)
+            assert q.S is not None and q.m is not None  # finite-sample losses
+            qw = Quadratics(q.S * w[:, None, None], q.C * w[:, None, None], q.c * w, q.N, q.m * w)
+            err[i, j] = [float(np.sum((solve_lora_ml(p, k).A - fam.A_star) ** 2)) for p in (q, qw)]
+    return {"error": err, "predicted": pred, "Ns": Ns}
+
+
+def _recovery_numbers(rec: np.ndarray, classes: np.ndarray) -> dict:
+    """Recovery and zero loss (record fields 0 and 1) and random-start classes, as fractions."""
+    n, runs = rec.shape[0], classes.size
+    return {
+        "recovered": fraction(int(np.sum(rec[:, 0] <= RECOVER_RTOL)), n),
+        "zero_loss": fraction(int(np.sum(rec[:, 1] <= ZERO_RTOL)), n),
+        "random_starts_zero_loss": fraction(int(np.sum(classes == 0)), runs),
+        "random_starts_stuck": fraction(int(np.sum(classes == 1)), runs),
+        "random_starts_runaway": fraction(int(np.sum(classes == 2)), runs),
+    }
+
+
+def _unequal_noiseless_numbers(data: dict[str, np.ndarray]) -> dict:
+    """The record of :func:`unequal_n_cell` as fractions and medians."""
+    rec, cl = data["record"], data["classes"]
+    n = rec.shape[0]
+    return {
+        "N_t": data["Ns"].tolist(),
+        **_recovery_numbers(rec, cl),
+        "median_sr_floor_ratio_data_over_population": float(np.median(rec[:, 2] / rec[:, 3])),
+        "sr_floor_above_population": fraction(int(np.sum(rec[:, 2] > (1 + 1e-6) * rec[:, 3])), n),
+        "median_max_condition_S_t": float(np.median(rec[:, 4])),
+    }
+
+
+def _unequal_noisy_numbers(data: dict[str, np.ndarray], noise_std: float) -> dict:
+    """The errors of :func:`unequal_n_noisy_cell` against their predictions."""
+    err, pred = data["error"], data["predicted"]
+    mean_err = err.mean(axis=(0, 1))  # (task, sample)
+    per_family = err.mean(axis=1) / pred[:, :2]  # (instances, 2)
+    out: dict = {"N_t": data["Ns"].tolist(), "noise_std": noise_std}
+    out["families"], out["draws"] = int(err.shape[0]), int(err.shape[1])
+    for j, name in enumerate(("task_weighted", "sample_weighted")):
+        out[name] = {
+            "mean_error": float(mean_err[j]),
+            "mean_predicted": float(pred[:, j].mean()),
+            "ratio_of_means": float(mean_err[j] / pred[:, j].mean()),
+            "per_family_ratio_min_median_max": [
+                float(np.min(per_family[:, j])),
+                float(np.median(per_family[:, j])),
+                float(np.max(per_family[:, j])),
+            ],
+        }
+    out["task_weighted_over_equal_N_formula_at_mean_N"] = float(mean_err[0] / pred[:, 2].mean())
+    out["sample_over_task_error"] = {
+        "measured": float(mean_err[1] / mean_err[0]),
+        "predicted": float(pred[:, 1].mean() / pred[:, 0].mean()),
+    }
+    return out
 
 
 def check_covariance(
@@ -1293,8 +1557,12 @@ def check_covariance(
     conditions: Sequence[float] = COV_CONDITIONS,
     settings: Sequence[str] = COV_SETTINGS,
     sizes: Sequence[tuple[int, int, int]] = ((8, 3, 1), (4, 3, 1)),
+    spread: float = COV_N_SPREAD,
+    noisy_n_min: int = COV_NOISY_N_MIN,
+    noise_std: float = COV_NOISE_STD,
+    draws: int = 5,
 ) -> CheckResult:
-    r"""Measurement: inputs with covariance Sigma != I (issue 13, question 6).
+    r"""Measurement: inputs with covariance Sigma != I and unequal N_t (issue 13, question 6).
 
     Derivation (why the zero-loss set is unchanged). With ``x ~ N(0, Sigma_t)`` the population
     loss of task t is ``f_t(M) = 1/2 tr((M - A_t*) Sigma_t (M - A_t*)^T)``; for ``Sigma_t`` positive
@@ -1310,6 +1578,21 @@ def check_covariance(
     random starts ending at zero loss / stuck / runaway, and the median SR rank-k fine-tuning
     loss relative to not adapting, against the isotropic one on the same families.
 
+    Unequal sample sizes (``numbers["unequal_N"]``, per size): ``N_t`` spread geometrically over a
+    factor ``spread`` (:func:`unequal_sizes`). Noiseless, from ``N_t = d`` up
+    (:func:`unequal_n_cell`): ``f_t(M) = 1/2 tr((M - A_t*) S_t (M - A_t*)^T)`` with
+    ``S_t = X_t X_t^T / N_t`` positive definite almost surely when ``N_t >= d``, so by the argument
+    above the zero-loss set is again exactly the population one (A* recovered, Theorems 2-3) for
+    any ``N_t >= d``; measured as for Sigma (recovery, zero loss, random starts, SR's floor from
+    the data-weighted SR solution against the population one). With ``N_t < d`` the data fit
+    every ``M`` with ``(M - A_t*) X_t = 0`` and the set grows (not measured). Noisy (noise
+    ``noise_std``, ``N_t`` from ``noisy_n_min``; :func:`unequal_n_noisy_cell`, ``draws`` data
+    sets per family): LoRA-ML's ``||A_hat - A*||_F^2`` against the first-order prediction of
+    :func:`loraml.theory.retraining_error.predicted_retraining_error_unequal` (ratio of means over
+    all families and draws, and the per-family ratios of mean error to prediction), for the
+    toolkit's per-task-mean objective and for the pooled sum of squares (tasks weighted by
+    ``N_t``), and the equal-N formula at the mean ``N_t`` for contrast.
+
     Parameters
     ----------
     rng : numpy.random.Generator
@@ -1324,6 +1607,14 @@ def check_covariance(
         ``"shared"`` and/or ``"per_task"`` (:data:`COV_SETTINGS`).
     sizes : sequence of (d, T, k)
         Sizes, each with ``k (T + 1) <= d``.
+    spread : float
+        Largest ``N_t`` over smallest, in the unequal-N cells.
+    noisy_n_min : int
+        Smallest ``N_t`` of the noisy unequal-N cells (the noiseless ones start at ``N_t = d``).
+    noise_std : float
+        Noise standard deviation of the noisy unequal-N cells.
+    draws : int
+        Noisy data sets per family.
 
     Returns
     -------
@@ -1335,8 +1626,10 @@ def check_covariance(
     --------
     >>> import numpy as np
     >>> res = check_covariance(np.random.default_rng(0), instances=1, starts=1,
-    ...     conditions=[10.0], settings=["shared"], sizes=[(8, 3, 1)])
+    ...     conditions=[10.0], settings=["shared"], sizes=[(8, 3, 1)], draws=1)
     >>> res.numbers["d=8,T=3,k=1"]["shared,cond=10.0"]["recovered"]["k"]
+    1
+    >>> res.numbers["unequal_N"]["d=8,T=3,k=1"]["noiseless"]["recovered"]["k"]
     1
     """
     start = time.perf_counter()
@@ -1354,13 +1647,8 @@ def check_covariance(
                 )  # fmt: skip
                 rec, cl = data["record"], data["classes"]
                 total += instances
-                n_runs = cl.size
                 block[f"{setting},cond={float(cond)}"] = {
-                    "recovered": fraction(int(np.sum(rec[:, 0] <= RECOVER_RTOL)), instances),
-                    "zero_loss": fraction(int(np.sum(rec[:, 1] <= ZERO_RTOL)), instances),
-                    "random_starts_zero_loss": fraction(int(np.sum(cl == 0)), n_runs),
-                    "random_starts_stuck": fraction(int(np.sum(cl == 1)), n_runs),
-                    "random_starts_runaway": fraction(int(np.sum(cl == 2)), n_runs),
+                    **_recovery_numbers(rec, cl),
                     "median_sr_finetune_loss": float(np.median(rec[:, 2])),
                     "median_sr_finetune_loss_isotropic": float(np.median(rec[:, 3])),
                     "median_sr_floor_ratio_sigma_over_identity": float(
@@ -1371,9 +1659,24 @@ def check_covariance(
                     ),
                 }
         out[f"d={d},T={T},k={k}"] = block
+    out["unequal_N"] = {}
+    for d, T, k in sizes:
+        clean = unequal_n_cell(
+            rng, d=d, T=T, k=k, n_min=d, spread=spread, instances=instances, starts=starts
+        )
+        noisy = unequal_n_noisy_cell(
+            rng, d=d, T=T, k=k, n_min=noisy_n_min, spread=spread, noise_std=noise_std,
+            instances=instances, draws=draws,
+        )  # fmt: skip
+        total += 2 * instances
+        out["unequal_N"][f"d={d},T={T},k={k}"] = {
+            "noiseless": _unequal_noiseless_numbers(clean),
+            "noisy": _unequal_noisy_numbers(noisy, noise_std),
+        }
     return _measurement(
         "covariance",
-        "Inputs with covariance Sigma != I: zero-loss set, landscape, SR's floor (measured)",
+        "Inputs with covariance Sigma != I and unequal N_t: zero-loss set, landscape, SR's floor, "
+        "retraining error (measured)",
         total,
         start,
         out,

@@ -27,6 +27,8 @@ pooled least-squares order ``s^2 d^2 / (N T)``, and its ratio to it has a limit 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -134,3 +136,82 @@ def retraining_error_ratio_limit(d: int, k: int) -> float:
     beta = k / d
     alpha = (d * k - k * (k - 1) / 2 - beta) / m
     return (d * (d - 1) / 2 + 1 / (1 - beta) + m / (1 - alpha)) / d**2
+
+
+def predicted_retraining_error_unequal(
+    U_star: np.ndarray, noise_std: float, Ns: Sequence[int] | np.ndarray, *, weighting: str = "task"
+) -> float:
+    r"""First-order ``E ||A_hat - A*||_F^2`` of LoRA-ML on data with unequal sample sizes N_t.
+
+    Setting: as :func:`predicted_retraining_error` (symmetric rank-k PSD perturbations of full
+    column rank, ``x ~ N(0, I)``, first order in the noise, ``N_t >> d``, retraining at the
+    global minimum near the truth), but task t has its own ``N_t`` samples and the objective is
+    ``sum_t w_t f_t`` with ``f_t = 1/(2N_t) ||Y_t - (A + U_t U_t^T) X_t||_F^2``:
+    ``weighting="task"`` (``w_t = 1``, the toolkit's :class:`~loraml.theory.objectives.Quadratics`
+    objective: per-task means, every task counts the same) or ``"sample"`` (``w_t`` proportional to
+    ``N_t``: the pooled sum of squared errors, i.e. Gaussian maximum likelihood).
+
+    Derivation (the module docstring's, weighted). With ``S_t ~ I`` the linearised problem is
+    ``min sum_t w_t ||a + p_t - Delta_t||_F^2`` over ``a`` and ``p_t`` in the tangent space
+    ``T_t``; the best ``p_t`` is ``Pi_t (Delta_t - a)`` and stationarity in ``a`` gives
+    ``H_w a = sum_t w_t (I - Pi_t) Delta_t`` with ``H_w = sum_t w_t (I - Pi_t)``. The ``Delta_t``
+    are independent with covariance ``(s^2 / N_t) I_{d^2}`` (first order), so::
+
+        E ||A_hat - A*||_F^2 = s^2 sum_t (w_t^2 / N_t) tr(H_w^{-1} (I - Pi_t) H_w^{-1}).
+
+    Equal ``N_t = N``, ``w_t = 1``: ``(s^2 / N) tr(H^{-1})`` (:func:`predicted_retraining_error`).
+    ``w_t = N_t``: ``(I - Pi_t)`` is a projector, the sum collapses to
+    ``s^2 tr((sum_t N_t (I - Pi_t))^{-1})``; these are the inverse-variance weights, so by
+    Gauss-Markov (``Delta_t = a + p_t + noise``, nuisance ``p_t in T_t``) it is the smallest
+    first-order error of any weighting: ``"sample" <= "task"``, equal when all ``N_t`` are.
+
+    Parameters
+    ----------
+    U_star : ndarray, shape (T, d, k)
+        The retraining tasks' factors.
+    noise_std : float
+        Noise standard deviation ``s``.
+    Ns : sequence of int, length T
+        Samples of each task.
+    weighting : {"task", "sample"}
+        The objective's task weights ``w_t``: 1, or proportional to ``N_t``.
+
+    Returns
+    -------
+    float
+        The prediction; ``inf`` when ``H_w`` is singular (``A*`` not identifiable, e.g. T <= 2).
+
+    Raises
+    ------
+    ValueError
+        If ``Ns`` does not hold T positive sizes or ``weighting`` is not "task" or "sample".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> U = np.random.default_rng(0).standard_normal((3, 4, 1))
+    >>> equal = predicted_retraining_error_unequal(U, 0.1, [500, 500, 500])
+    >>> bool(np.isclose(equal, predicted_retraining_error(U, 0.1, 500)))
+    True
+    >>> task = predicted_retraining_error_unequal(U, 0.1, [100, 300, 1000])
+    >>> sample = predicted_retraining_error_unequal(U, 0.1, [100, 300, 1000], weighting="sample")
+    >>> bool(sample < task)
+    True
+    """
+    T, d, _ = U_star.shape
+    N = np.asarray(Ns, dtype=float)
+    if N.shape != (T,) or np.any(N <= 0):
+        raise ValueError(f"Ns must hold {T} positive sample sizes (one per task), got {Ns!r}")
+    if weighting not in ("task", "sample"):
+        raise ValueError(f"weighting must be 'task' or 'sample', got {weighting!r}")
+    w = np.ones(T) if weighting == "task" else N / N.mean()
+    comps = np.stack([np.eye(d * d) - tangent_projector(U) for U in U_star])
+    H = np.tensordot(w, comps, axes=1)
+    lam, Q = np.linalg.eigh(0.5 * (H + H.T))
+    if lam.min() <= 1e-10 * w.sum():
+        return float("inf")
+    Hinv = (Q / lam) @ Q.T
+    return float(
+        noise_std**2
+        * sum(wt**2 / n * np.sum((Hinv @ C) * Hinv) for wt, n, C in zip(w, N, comps, strict=True))
+    )

@@ -72,7 +72,7 @@ PROFILES: dict[str, tuple[str, dict, dict]] = {
     "end_to_end": ("check_end_to_end", {"reps": 2, "Ns": [300]}, {"reps": 20}),
     "covariance": (
         "check_covariance",
-        {"instances": 2, "starts": 1},
+        {"instances": 2, "starts": 1, "draws": 2},
         {"instances": 20, "starts": 3},
     ),
 }
@@ -361,13 +361,17 @@ def _summary(res) -> list[str]:
                     f"{sum(r) / len(r):.3f}" for r in n["ratio_to_finite_n_prediction_by_n"]
                 )
             )
-        if n["predicted_variance_ratio_kT1_over_k"]:
+        if n["predicted_variance_ratio_kT1_over_k_asymptotic"]:
             over_floor = ", ".join(f"{r:.3f}" for r in n["sr_rank_k_risk_over_floor_at_max_n"])
             var = n["sr_rank_kT1_risk_over_lora_ml_rank_k_risk_at_max_n"]
+            finite = n["predicted_variance_ratio_kT1_over_k"][0]
+            asymptotic = n["predicted_variance_ratio_kT1_over_k_asymptotic"][0]
             lines.append(
                 f"SR rank k: risk/floor {over_floor}; SR rank k(T+1) risk / LoRA-ML rank k risk "
                 + ", ".join(f"{r:.2f}" for r in var)
-                + f" (predicted {n['predicted_variance_ratio_kT1_over_k'][0]:.2f})"
+                + " (predicted "
+                + ("-" if finite is None else f"{finite:.2f}")
+                + f" at finite n, {asymptotic:.2f} asymptotic)"
             )
     elif key == "spurious":
         for label, row in n["end_points"].items():
