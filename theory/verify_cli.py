@@ -75,6 +75,12 @@ PROFILES: dict[str, tuple[str, dict, dict]] = {
         {"instances": 2, "starts": 1},
         {"instances": 20, "starts": 3},
     ),
+    # Issue 13, question 5: in loraml.theory.convex_transition (full: about 15 CPU minutes).
+    "convex_transition": (
+        "check_convex_transition",
+        {"instances": 3, "cells": [(8, 1, (2, 3, 4, 5, 6)), (8, 2, (2, 3, 4, 6, 8))]},
+        {"instances": 20},
+    ),
 }
 COUNT_ARG = {"retraining": "reps", "convex": "reps", "beyond": "reps", "end_to_end": "reps"}
 
