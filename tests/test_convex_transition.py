@@ -134,6 +134,118 @@ def test_verify_key_runs_quick(capsys):
 # README
 # ---------------------------------------------------------------------------------------------
 def _section() -> str:
+    """README's convex_transition paragraphs, whitespace-normalised."""
     text = (ROOT / "README.md").read_text()
-    start = text.index("**Convex relaxations (`convex_transition`")
-    return re.sub(r"\s+", " ", text[start : text.index("\n\n", start)])
+    start = text.index("**Where the convex relaxations start to recover A")
+    return re.sub(r"\s+", " ", text[start : text.index("\n## The empirical experiment", start)])
+
+
+def _fit_text(fit: dict) -> str:
+    """A logistic fit as README writes it: location [95 % interval], or the one-sided bound."""
+    if fit["status"] == "above":
+        return f"> {fit['location95'][0]:.1f} (none)"
+    if fit["status"] == "below":
+        return f"< {fit['location95'][1]:.1f} (all)"
+    lo, hi = fit["location95"]
+    return f"{fit['location']:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _width_text(fit: dict) -> str:
+    if fit["status"] != "fit":
+        return "-"
+    lo, hi = fit["width95"]
+    if fit["separated"]:
+        return f"step (< {hi:.2f})"
+    return f"{fit['width']:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _cells(record: dict) -> list[tuple[str, dict]]:
+    return [(key, v) for key, v in record["numbers"].items() if key.startswith("d=")]
+
+
+def table_rows(record: dict) -> list[str]:
+    """README's convex_transition table, one row per (d, k) cell of the committed record."""
+    rows = []
+    for key, v in _cells(record):
+        d, k = (int(part.split("=")[1]) for part in key.split(","))
+        p = v["predictions"]
+        nuc = "never (k/d >= 1/2)" if p["nuclear_T"] is None else f"{p['nuclear_T']:.1f}"
+        rows.append(
+            f"| {v['rho']:g} | {d} | {k} | {_fit_text(v['lora_ml']['fit'])} | {p['dof_T']:.2f} | "
+            f"{_fit_text(v['sdp']['fit'])} | {_width_text(v['sdp']['fit'])} | {p['sdp_T']:.2f} | "
+            f"{_fit_text(v['nuclear']['fit'])} | {_width_text(v['nuclear']['fit'])} | {nuc} |"
+        )
+    return rows
+
+
+def facts(record: dict) -> dict[str, int | float]:
+    """The totals README's paragraph quotes."""
+    cells = _cells(record)
+    free = sum(f["k"] for _, v in cells for f in v["nuclear_not_obstructed"])
+    nuc = sum(f["k"] for _, v in cells for f in v["nuclear"]["fractions"])
+    return {
+        "entries": sum(v["inferred"]["entries"] for _, v in cells),
+        "free": free,
+        "free_failed": free - nuc,
+        "obstructed": sum(v["inferred"]["nuclear_obstructed"] for _, v in cells),
+        "sdp_inferred": sum(v["inferred"]["sdp_recovered"] for _, v in cells),
+        "nuc_inferred": sum(v["inferred"]["nuclear_recovered"] for _, v in cells),
+        "uncertified": sum(sum(v["uncertified_failures"].values()) for _, v in cells),
+        "lost_sdp": sum(v["lost"]["sdp"] for _, v in cells),
+        "lost_nuc": sum(v["lost"]["nuclear"] for _, v in cells),
+        "minutes": round(record["seconds"] / 60, 1),
+    }
+
+
+def test_readme_convex_transition_numbers_come_from_the_committed_record():
+    record = json.loads(RECORD.read_text())["convex_transition"]
+    readme = _section()
+    table = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
+    for row in table_rows(record):
+        assert row in table, row
+    f = facts(record)
+    n = record["numbers"]
+    c1, c2, c3, c5 = (n[f"d=20,k={k}"] for k in (2, 4, 6, 10))
+    c40 = n["d=40,k=4"]
+
+    def loc(c, m):
+        return f"{c[m]['fit']['location']:.2f}"
+
+    def hits(c, m, T):
+        fr = c[m]["fractions"][c["Ts"].index(T)]
+        return f"{fr['k']}/{fr['n']}"
+
+    lora_T50 = [c["lora_ml"]["fit"]["location"] for c in (c1, c2, c3, c40)]
+    nuc = [c["nuclear"]["fit"]["location"] for c in (c1, c2, c3, c40)]
+    lo, hi = c5["sdp"]["fit"]["location95"]
+    expected = [
+        f"parameter count ({c5['predictions']['dof_T']:.2f} > 3)",
+        f"T50 {loc(c5, 'sdp')} [{lo:.2f}, {hi:.2f}] against {c5['predictions']['sdp_T']:.2f}",
+        f"{loc(c3, 'sdp')} against {c3['predictions']['sdp_T']:.2f} at 0.3",
+        f"predictions ({c1['predictions']['sdp_T']:.2f}, {c2['predictions']['sdp_T']:.2f})",
+        f"({hits(c2, 'sdp', 3)} at T = 3, {hits(c2, 'sdp', 4)} at T = 4 for k/d = 0.2)",
+        f"Of the {f['entries']} (instance, T) entries, {f['obstructed']} were such proved",
+        f"on all {f['free']} others the nuclear norm recovered A* ({f['nuc_inferred']} of them",
+        "(" + ", ".join(f"{c['predictions']['nuclear_T']:.1f}" for c in (c1, c2, c3)) + " tasks at",
+        f"where {hits(c5, 'nuclear', 12)} recovered up to T = 12",
+        f"lies below it ({loc(c1, 'nuclear')}, {loc(c2, 'nuclear')}, {loc(c3, 'nuclear')})",
+        f"({loc(c1, 'nuclear')} at d = 20, {loc(c40, 'nuclear')} at d = 40)",
+        f"(w {c1['nuclear']['fit']['width']:.2f} to {c40['nuclear']['fit']['width']:.2f})",
+        f"{f['lost_nuc']} instances were recovered at one T and provably not",
+        f"it happened {f['lost_sdp']} times",
+        f"needs {min(nuc) / 3:.1f} to {max(nuc) / 3:.1f} times the three tasks",
+        f"(T50 {min(nuc):.2f} to {max(nuc):.2f})",
+        f"The full profile took {f['minutes']} minutes",
+    ]
+    for text in expected:
+        assert text in readme, text
+    # the qualitative statements of the paragraph
+    assert f["free_failed"] == 0 and f["uncertified"] == 0 and f["lost_sdp"] == 0
+    assert all(2 < T < 3 for T in lora_T50) and 3 < c5["lora_ml"]["fit"]["location"] < 4
+    for c in (c1, c2, c3, c40):  # on 20/20 from T = 3
+        assert all(
+            fr["k"] == fr["n"]
+            for fr, T in zip(c["lora_ml"]["fractions"], c["Ts"], strict=True)
+            if T >= 3
+        )
+    assert c5["nuclear"]["fit"]["status"] == "above"
