@@ -224,6 +224,7 @@ def test_readme_convex_transition_numbers_come_from_the_committed_record():
         f"{loc(c3, 'sdp')} against {c3['predictions']['sdp_T']:.2f} at 0.3",
         f"predictions ({c1['predictions']['sdp_T']:.2f}, {c2['predictions']['sdp_T']:.2f})",
         f"({hits(c2, 'sdp', 3)} at T = 3, {hits(c2, 'sdp', 4)} at T = 4 for k/d = 0.2)",
+        f"({hits(c1, 'sdp', 3)} and {hits(c40, 'sdp', 3)} at T = 3 for d = 20 and 40)",
         f"Of the {f['entries']} (instance, T) entries, {f['obstructed']} were such proved",
         f"on all {f['free']} others the nuclear norm recovered A* ({f['nuc_inferred']} of them",
         "(" + ", ".join(f"{c['predictions']['nuclear_T']:.1f}" for c in (c1, c2, c3)) + " tasks at",
@@ -249,3 +250,4 @@ def test_readme_convex_transition_numbers_come_from_the_committed_record():
             if T >= 3
         )
     assert c5["nuclear"]["fit"]["status"] == "above"
+    assert c5["lora_ml"]["fractions"][c5["Ts"].index(3)]["k"] == 0
