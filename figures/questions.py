@@ -14,9 +14,13 @@
   (:func:`loraml.theory.questions.unequal_n_cell` and ``unequal_n_noisy_cell``).
 - ``end-to-end``: finite data at both stages over (N, T, n), with the first-order total risk
   (:func:`loraml.theory.questions.end_to_end_cell` and ``end_to_end_prediction``).
+- ``convex-transition``: recovery of A* by the SDP, the nuclear norm and LoRA-ML against T at
+  several k/d, with logistic fits and the derived predictions
+  (:func:`loraml.theory.convex_transition.transition_cell`).
 
 Each figure computes the same quantities as the ``loraml verify`` key of the same name (with ``_``
-for ``-``), from the same functions of :mod:`loraml.theory.questions`.
+for ``-``), from the same functions of :mod:`loraml.theory.questions` (and
+:mod:`loraml.theory.convex_transition`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from loraml.figures.registry import FigureSpec, Run, RunResult
+from loraml.theory import convex_transition as ct
 from loraml.theory import questions as qn
 
 _FLOOR = 1e-16
@@ -674,6 +679,109 @@ END_TO_END = FigureSpec(
     version="1",
 )
 
+
+# ---------------------------------------------------------------------------------------------
+# convex-transition
+# ---------------------------------------------------------------------------------------------
+def convex_transition_run(
+    rng: np.random.Generator, *, d: int, k: int, Ts: list, instances: int
+) -> RunResult:
+    """One (d, k) cell of :func:`loraml.theory.convex_transition.transition_cell`."""
+    return ct.transition_cell(rng, d=d, k=k, Ts=Ts, instances=instances)
+
+
+def _ct_runs(s: dict[str, Any]) -> list[Run]:
+    return [
+        Run(
+            convex_transition_run,
+            {"d": d, "k": k, "Ts": list(Ts), "instances": s["instances"]},
+            (i,),
+            cost=s["instances"] * d * len(Ts) / 40,
+        )  # fmt: skip
+        for i, (d, k, Ts) in enumerate(s["cells"])
+    ]
+
+
+def _ct_assemble(s: dict[str, Any], results: list[RunResult]) -> RunResult:
+    out: RunResult = {}
+    for i, r in enumerate(results):
+        for key in ("Ts", "recovered", "how", "error", "obstruction"):
+            out[f"cell{i}_{key}"] = r[key]
+    return out
+
+
+def _ct_draw(data: RunResult, s: dict[str, Any]):
+    from loraml.figures import plot
+
+    cells = s["cells"]
+    fig, axes = plot.figure(ncols=len(cells), width=3.3 * len(cells), height=3.9)
+    axes = np.atleast_1d(axes)
+    names = ("LoRA-ML", "SDP", "nuclear norm")
+    for ax, (i, (d, k, _)) in zip(axes, enumerate(cells), strict=True):
+        Ts = data[f"cell{i}_Ts"].astype(float)
+        rec = data[f"cell{i}_recovered"]
+        n = rec.shape[1]
+        fine = np.linspace(Ts.min(), Ts.max(), 300)
+        for m, name in enumerate(names):
+            st = plot.style(m)
+            hits = rec[m].sum(0)
+            p = hits / n
+            lo_hi = np.array([qn.wilson(int(h), n) for h in hits])
+            ax.errorbar(Ts + 0.08 * (m - 1), p, yerr=[p - lo_hi[:, 0], lo_hi[:, 1] - p],
+                        color=st["color"], marker=st["marker"], linestyle="none", capsize=2,
+                        label=name)  # fmt: skip
+            fit = ct.fit_logistic(Ts, hits, [n] * len(Ts))
+            if fit["status"] == "fit":
+                z = (fine - float(fit["location"])) / float(fit["width"])  # type: ignore[arg-type]
+                ax.plot(fine, 1 / (1 + np.exp(-z)), color=st["color"],
+                        linestyle=plot.METHOD_STYLE[name], linewidth=1)  # fmt: skip
+        free = np.sum(data[f"cell{i}_obstruction"] <= 1 + 1e-9, axis=0) / n
+        ax.step(Ts, free, where="mid", color=plot.style(2)["color"], linewidth=0.8, alpha=0.6,
+                label="not ruled out by the obstruction")  # fmt: skip
+        preds = [
+            (ct.dof_tasks(d, k), "0.4", "parameter count"),
+            (ct.sdp_tasks(d, k), plot.style(1)["color"], "SDP prediction"),
+            (ct.nuclear_tasks(k / d), plot.style(2)["color"], "nuclear prediction"),
+        ]
+        for x, color, label in preds:
+            if x <= Ts.max() + 0.5:
+                ax.axvline(x, color=color, linestyle=":", linewidth=1.2, label=label)
+        gen = d // k - 1  # k(T+1) <= d: the paper's genericity
+        if gen >= 3:
+            ax.axvspan(3, min(gen, Ts.max()), color="0.9", zorder=0, label="Theorem 3 applies")
+        ax.set_ylim(-0.05, 1.08)
+        ax.set_xlabel("tasks T")
+        ax.set_title(f"d={d}, k={k} (k/d = {k / d:.2g})")
+    axes[0].set_ylabel(f"fraction of {rec.shape[1]} instances recovering A*")
+    axes[0].legend(loc="center right", fontsize=6)
+    fig.suptitle("convex-transition: population recovery of A* against T (95 % Wilson); "
+                 "curves: logistic fits; dotted: predictions", fontsize=9)  # fmt: skip
+    return fig
+
+
+# Full: the cells of the verify key's full profile (about 800 s of CPU, measured there); quick:
+# d = 10, 10 instances (64 s of CPU, 4 min 52 s wall on the shared machine).
+_CT_FULL: dict[str, Any] = {
+    "cells": [[d, k, list(Ts)] for d, k, Ts in ct.CT_CELLS],
+    "instances": 20,
+}
+_CT_QUICK: dict[str, Any] = {
+    "cells": [[10, 1, [2, 3, 4, 5, 6, 7]], [10, 2, [2, 3, 4, 5, 6, 8, 10, 12]],
+              [10, 3, [2, 3, 4, 5, 6, 8, 12, 16]], [10, 5, [2, 3, 4, 5, 6, 8, 10]]],
+    "instances": 10,
+}  # fmt: skip
+CONVEX_TRANSITION = FigureSpec(
+    name="convex-transition",
+    summary="where the SDP and nuclear-norm relaxations start to recover A*, against T",
+    full=_CT_FULL,
+    quick=_CT_QUICK,
+    runs=_ct_runs,
+    assemble=_ct_assemble,
+    draw=_ct_draw,
+    seed=137,
+    version="1",
+)
+
 FIGURES = [
     RANK_MISSPECIFIED,
     T2_SELECTION,
@@ -681,4 +789,5 @@ FIGURES = [
     MISSPECIFIED,
     COVARIANCE,
     END_TO_END,
+    CONVEX_TRANSITION,
 ]

@@ -108,4 +108,8 @@ def __getattr__(name: str) -> object:
         from loraml.theory import questions
 
         return getattr(questions, name)
+    if name == "check_convex_transition":  # issue 13, question 5: its own module
+        from loraml.theory import convex_transition
+
+        return convex_transition.check_convex_transition
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

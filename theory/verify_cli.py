@@ -75,6 +75,13 @@ PROFILES: dict[str, tuple[str, dict, dict]] = {
         {"instances": 2, "starts": 1, "draws": 2},
         {"instances": 20, "starts": 3},
     ),
+    # Issue 13, question 5: in loraml.theory.convex_transition. Measured: quick 8 s wall; full
+    # 800 s of CPU (41 min wall on the shared 2-core machine, about a third of a core).
+    "convex_transition": (
+        "check_convex_transition",
+        {"instances": 3, "cells": [(8, 1, (2, 3, 4, 5, 6)), (8, 2, (2, 3, 4, 6, 8))]},
+        {"instances": 20},
+    ),
 }
 COUNT_ARG = {"retraining": "reps", "convex": "reps", "beyond": "reps", "end_to_end": "reps"}
 
