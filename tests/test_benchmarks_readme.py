@@ -60,3 +60,18 @@ def test_readme_quotes_the_committed_solver_benchmark():
     ]
     missing = [q for q in quoted if q not in readme]
     assert not missing, f"benchmarks/README.md does not quote {missing} from {SOLVERS.name}"
+
+
+def test_benchmarks_readme_holds_the_committed_figure_times():
+    """benchmarks/README.md's figure-time table is what ``bench_figures.py --committed`` prints."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_figures", ROOT / "benchmarks" / "bench_figures.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    table = module.committed_table()
+    assert "| all |" in table
+    assert table in (ROOT / "benchmarks" / "README.md").read_text()
