@@ -635,8 +635,9 @@ def _load_convai2(
         found = default_convai2_paths()
         if found is None:
             raise FileNotFoundError(
-                f"source 'convai2' needs path= (a ParlAI fbdialog file); no {CONVAI2_FILE} found "
-                f"in ${CONVAI2_ENV} or ../shared/data/convai2/"
+                f"source 'convai2' needs path= (command line: --data-path FILE, a ParlAI "
+                f"fbdialog file); no {CONVAI2_FILE} found in ${CONVAI2_ENV} or "
+                f"../shared/data/convai2/"
             )
         path, default_map = found
         persona_map = default_map if persona_map is None else persona_map

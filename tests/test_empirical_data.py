@@ -726,3 +726,12 @@ def test_chitchat_prompt_tasks(chitchat):
         assert len(task.train) == 40 and all(len(ex.candidates) == 6 for ex in task.train)
     with pytest.raises(ValueError, match="'prompt' or 'speaker'"):
         chitchat_groups(dialogues, prompts, "topic")
+
+
+def test_missing_convai2_file_names_the_command_line_option(monkeypatch):
+    """Without the file, the error says how to give it on the command line (--data-path)."""
+    import loraml.empirical.data as data_module
+
+    monkeypatch.setattr(data_module, "default_convai2_paths", lambda: None)
+    with pytest.raises(FileNotFoundError, match="--data-path FILE"):
+        data_module._load_convai2(None, None, "keep")
