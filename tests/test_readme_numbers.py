@@ -147,6 +147,12 @@ def last_third_change_pct(z: dict[str, Any]) -> str:
     return f"{100 * worst:.2f}"
 
 
+def shallow_wins_and_convergence(z: dict[str, Any]) -> tuple[str, int, str]:
+    """Trials where LoRA-ML ends below SR per swept value, trials, :func:`last_third_change_pct`."""
+    wins = (z["lora_curve"][:, :, -1] < z["sr_curve"][:, :, -1]).sum(1)
+    return " / ".join(str(n) for n in wins), z["lora_curve"].shape[1], last_third_change_pct(z)
+
+
 def frac(rec: dict[str, Any], method: str) -> str:
     """Recovery count of a convex-table cell, ``"6/10"``."""
     return f"{rec['recovered'][method]}/{rec['instances']}"
@@ -555,26 +561,14 @@ QUOTES: list[Quote] = [
         "lower on {} of the {} trials), as in the paper's figure. The runs have converged: over "
         "the last third of fine-tuning (epoch 10000 to the end) the median curves change by at "
         "most {} %.",
-        lambda z: (
-            " / ".join(
-                str(n) for n in (z["lora_curve"][:, :, -1] < z["sr_curve"][:, :, -1]).sum(1)
-            ),
-            z["lora_curve"].shape[1],
-            last_third_change_pct(z),
-        ),
+        shallow_wins_and_convergence,
     ),
     Quote(
         "shallow-vary-T",
         "lower on {} of the {} trials), as the paper reports. The quick protocol's 10000 / 3000 "
         "epochs had shown the gap narrowing at T = 10; that was its short schedule. Over the last "
         "third of fine-tuning the median curves change by at most {} %",
-        lambda z: (
-            " / ".join(
-                str(n) for n in (z["lora_curve"][:, :, -1] < z["sr_curve"][:, :, -1]).sum(1)
-            ),
-            z["lora_curve"].shape[1],
-            last_third_change_pct(z),
-        ),
+        shallow_wins_and_convergence,
     ),
     # ---- the paper's linear sweeps and our figures, full protocol (medians of the final loss)
     Quote(
