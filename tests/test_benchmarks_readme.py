@@ -75,3 +75,23 @@ def test_benchmarks_readme_holds_the_committed_figure_times():
     table = module.committed_table()
     assert "| all |" in table
     assert table in (ROOT / "benchmarks" / "README.md").read_text()
+
+
+def test_benchmarks_readme_quotes_the_quick_figures_timing():
+    path = ROOT / "benchmarks" / "results" / "figures_quick.json"
+    if not path.is_file():
+        pytest.skip("no committed benchmark JSON")
+    r = json.loads(path.read_text())
+    readme = " ".join((ROOT / "benchmarks" / "README.md").read_text().split())
+    shallow = r["figures"]["shallow-vary-d"] + r["figures"]["shallow-vary-T"]
+    quoted = [
+        f"`{r['command']}`",
+        f"**{r['wall_seconds']:.0f} s wall** ({r['wall_seconds'] / 60:.1f} min;",
+        f"{r['cpu_seconds']:.0f} s of CPU",
+        f"load average {r['load_average_1min_before']:.1f} before and "
+        f"{r['load_average_1min_after']:.1f} after",
+        f"{100 * shallow / sum(r['figures'].values()):.0f} % of the summed compute seconds",
+        f"{len(r['figures'])} figures, 2 worker",
+    ]
+    missing = [q for q in quoted if q not in readme]
+    assert not missing, f"benchmarks/README.md does not quote {missing} from {path.name}"

@@ -66,6 +66,14 @@ SOURCES: dict[str, tuple[str, str]] = {
         "python benchmarks/bench_empirical.py --candidates 8 --max-length 48 --steps 4 --rounds 3 "
         "--mem-rounds 1 --json FILE",
     ),
+    "bench-figures": (
+        "benchmarks/results/figures_quick.json",
+        "python benchmarks/bench_figures.py --json FILE",
+    ),
+    "full-figure-times": (
+        "figures/output/full",
+        "loraml figures NAME (compute_seconds of each NAME.json)",
+    ),
     "bench-solvers": (
         "benchmarks/results/solvers_cpu.json",
         "OPENBLAS_NUM_THREADS=1 python benchmarks/bench_solvers.py --repeats 5 --json FILE",
@@ -151,6 +159,11 @@ def shallow_wins_and_convergence(z: dict[str, Any]) -> tuple[str, int, str]:
     """Trials where LoRA-ML ends below SR per swept value, trials, :func:`last_third_change_pct`."""
     wins = (z["lora_curve"][:, :, -1] < z["sr_curve"][:, :, -1]).sum(1)
     return " / ".join(str(n) for n in wins), z["lora_curve"].shape[1], last_third_change_pct(z)
+
+
+def shallow_share(seconds: dict[str, float]) -> float:
+    """Fraction of the summed compute seconds spent on the two shallow-network figures."""
+    return (seconds["shallow-vary-d"] + seconds["shallow-vary-T"]) / sum(seconds.values())
 
 
 def frac(rec: dict[str, Any], method: str) -> str:
@@ -570,6 +583,44 @@ QUOTES: list[Quote] = [
         "third of fine-tuning the median curves change by at most {} %",
         shallow_wins_and_convergence,
     ),
+    Quote(
+        "bench-figures",
+        "`loraml figures --quick` from scratch (all {} figures, default `--jobs 2`) took **{} s "
+        "of wall time** ({} s of CPU) on this project's 2-core x86_64 Linux machine at load "
+        "average {}",
+        lambda j: (
+            len(j["figures"]),
+            f"{j['wall_seconds']:.0f}",
+            f"{j['cpu_seconds']:.0f}",
+            f(j["load_average_1min_before"], 1),
+        ),
+    ),
+    Quote(
+        "bench-figures",
+        "the shallow-network figures are {} % of the summed per-figure seconds.",
+        lambda j: (f"{100 * shallow_share(j['figures']):.0f}",),
+    ),
+    Quote(
+        "bench-figures",
+        "| `loraml figures --quick` from scratch, all {} figures | `python "
+        "benchmarks/bench_figures.py --json benchmarks/results/figures_quick.json` | {} s wall "
+        "(target 600 s) at load average {} |",
+        lambda j: (
+            len(j["figures"]),
+            f"{j['wall_seconds']:.0f}",
+            f(j["load_average_1min_before"], 1),
+        ),
+    ),
+    Quote(
+        "full-figure-times",
+        "The full protocol of all {} figures took {} s ({} h) of figure computation",
+        lambda j: (len(j), f"{sum(j.values()):.0f}", f(sum(j.values()) / 3600, 1)),
+    ),
+    Quote(
+        "full-figure-times",
+        "10 trials) are {} h of that.",
+        lambda j: (f((j["shallow-vary-d"] + j["shallow-vary-T"]) / 3600, 1),),
+    ),
     # ---- the paper's linear sweeps and our figures, full protocol (medians of the final loss)
     Quote(
         "vary-d",
@@ -924,6 +975,11 @@ def normalise(text: str) -> str:
 
 def load(source: str) -> Any:
     rel, _ = SOURCES[source]
+    if source == "full-figure-times":  # compute_seconds of every committed full-protocol figure
+        return {
+            p.stem: json.loads(p.read_text())["compute_seconds"]
+            for p in sorted((ROOT / "figures" / "output" / "full").glob("*.json"))
+        }
     path = ROOT / rel
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
@@ -938,7 +994,9 @@ def expected(quote: Quote) -> str:
 @pytest.mark.parametrize("source", sorted(SOURCES))
 def test_every_source_is_committed_and_has_a_command(source: str):
     rel, command = SOURCES[source]
-    assert (ROOT / rel).is_file(), f"{rel} is missing: write it with `{command}`"
+    path = ROOT / rel  # a file, or a folder of committed files (full-figure-times)
+    present = path.is_file() or (path.is_dir() and any(path.glob("*.json")))
+    assert present, f"{rel} is missing: write it with `{command}`"
     assert command
 
 

@@ -1356,10 +1356,12 @@ def unequal_n_cell(
     definite (almost surely) when ``N_t >= d``, but badly conditioned near ``N_t = d``. Per family
     (generic, d, T, k), ``"record"`` fields
 
-    0. ``||A_hat - A*|| / ||A*||`` from the spectral start; 1. ``max_t r_t`` there;
+    0. ``||A_hat - A*|| / ||A*||`` from the spectral start;
+    1. ``max_t r_t`` there;
     2. SR's rank-k fine-tuning loss on the test task (population, ``x ~ N(0, I)``) from the SR
-       solution on these data, over the loss of not adapting from A*; 3. the same from the
-       population SR solution ``mean_t A_t*`` (the paper's floor); 4. ``max_t cond(S_t)``;
+       solution on these data, over the loss of not adapting from A*;
+    3. the same from the population SR solution ``mean_t A_t*`` (the paper's floor);
+    4. ``max_t cond(S_t)``;
 
     and ``"classes"`` (instances, starts): random starts classified as in
     :func:`covariance_cell` (0 zero loss, 1 stuck, 2 runaway).
