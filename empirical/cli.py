@@ -168,7 +168,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "dirs",
         type=Path,
         nargs="+",
-        help="run directories holding results.json (e.g. both batching modes of --preset power)",
+        help="run directories holding results.json (e.g. both batching modes of --preset "
+        "power); directories of one batching mode that split the run by --seeds or --methods "
+        "are combined",
     )
     analysis.add_argument("--json", type=Path, help="also write the table's rows to this file")
     analysis.set_defaults(func=_analysis)

@@ -232,15 +232,83 @@ def holm(pvalues: list[float | None]) -> list[float | None]:
     return out
 
 
+#: ``config`` keys in which run directories of one protocol may differ: the split itself (seeds,
+#: methods) and where it ran (paths, device). Everything else must agree to be combined.
+SPLIT_KEYS = frozenset(
+    {"seeds", "methods", "device", "device_used", "data_path", "test_data_path"}
+    | {"persona_map", "test_persona_map"}
+)
+
+
+def merge_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Combine the results of run directories that split one protocol by seeds or methods.
+
+    A powered run is too long for one machine session (about 47 CPU hours per batching mode
+    with ``--preset power``): it can be run as several directories, each with some ``--seeds``
+    or ``--methods``, whose committed ``results.json`` are combined here. Runs of the same
+    batching mode are merged when their configs agree outside :data:`SPLIT_KEYS`; their records
+    are concatenated and the seeds and methods united.
+
+    Parameters
+    ----------
+    runs : list of dict
+        The content of ``results.json`` files.
+
+    Returns
+    -------
+    list of dict
+        One results object per batching mode, in first-seen order.
+
+    Raises
+    ------
+    ValueError
+        Two runs of one batching mode differ in another setting, or both hold the same
+        (method, seed): combining them would count that pair twice.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for results in runs:
+        cfg = results["config"]
+        batching = cfg.get("batching", "interleaved")
+        if batching not in merged:
+            merged[batching] = {**results, "config": dict(cfg), "records": list(results["records"])}
+            continue
+        into = merged[batching]
+        differ = sorted(
+            k
+            for k in (set(cfg) | set(into["config"])) - SPLIT_KEYS
+            if cfg.get(k) != into["config"].get(k)
+        )
+        if differ:
+            raise ValueError(
+                f"run directories of batching '{batching}' differ in {', '.join(differ)}: "
+                "only runs that split one protocol by --seeds or --methods can be combined"
+            )
+        have = {(r["method"], r["seed"]) for r in into["records"]}
+        twice = sorted(have & {(r["method"], r["seed"]) for r in results["records"]})
+        if twice:
+            method, seed = twice[0]
+            raise ValueError(
+                f"method {method} with seed {seed} is in two run directories of batching "
+                f"'{batching}': give each (method, seed) once"
+            )
+        into["records"] = into["records"] + list(results["records"])
+        for key in ("seeds", "methods"):
+            if key in cfg or key in into["config"]:
+                values = list(into["config"].get(key, [])) + list(cfg.get(key, []))
+                into["config"][key] = list(dict.fromkeys(values))
+    return list(merged.values())
+
+
 def analysis(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The powered protocol's table: every paired comparison of LoRA-ML in ``runs``.
 
     Parameters
     ----------
     runs : list of dict
-        The content of one or more ``results.json`` (e.g. both batching modes); each run's
-        comparisons are recomputed from its records (last fine-tuning epoch), so results files
-        written before the confidence interval existed are analysed alike.
+        The content of one or more ``results.json`` (e.g. both batching modes; runs of one mode
+        that split the protocol by seeds or methods are combined first, :func:`merge_runs`);
+        each run's comparisons are recomputed from its records (last fine-tuning epoch), so
+        results files written before the confidence interval existed are analysed alike.
 
     Returns
     -------
@@ -251,7 +319,7 @@ def analysis(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         is tested alone at its own level and keeps ``p_holm = p_t``).
     """
     rows: list[dict[str, Any]] = []
-    for results in runs:
+    for results in merge_runs(runs):
         batching = results["config"].get("batching", "interleaved")
         methods = {r["method"] for r in results["records"]}
         for baseline in _BASELINES:

@@ -346,3 +346,69 @@ def test_analysis_cli_over_two_run_directories(tmp_path, capsys):
     assert main(["empirical", "analysis", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip()
     assert "results.json does not exist" in err and "\n" not in err
+
+
+def _split_by_seed(run: dict, seeds: set[int]) -> dict:
+    part = {**run, "config": {**run["config"], "seeds": sorted(seeds)}}
+    part["records"] = [r for r in run["records"] if r["seed"] in seeds]
+    return part
+
+
+def test_runs_split_by_seed_are_combined_into_the_whole_run():
+    """Three seeds run as two directories give the same table as one directory with all three."""
+    from loraml.empirical.report import analysis
+
+    whole = _synthetic_run("per-task", np.random.default_rng(7))
+    whole["config"]["seeds"] = [0, 1, 2]
+    parts = [_split_by_seed(whole, {0, 2}), _split_by_seed(whole, {1})]
+    parts[1]["config"]["device_used"] = "cuda"  # where a part ran may differ
+    split_rows, whole_rows = analysis(parts), analysis([whole])
+    assert len(split_rows) == len(whole_rows) == 4
+    for a, b in zip(split_rows, whole_rows, strict=True):
+        assert a["mean_diff"] == pytest.approx(b["mean_diff"], abs=1e-12)
+        assert a["p_t"] == pytest.approx(b["p_t"], rel=1e-12)
+        assert a["p_holm"] == pytest.approx(b["p_holm"], rel=1e-12)
+
+
+def test_runs_that_cannot_be_combined_are_refused(tmp_path, capsys):
+    from loraml.empirical.report import analysis
+
+    whole = _synthetic_run("per-task", np.random.default_rng(8))
+    # The same (method, seed) twice would count it twice: refused, not averaged in.
+    with pytest.raises(ValueError, match="method lora-ml with seed 0 is in two run directories"):
+        analysis([whole, whole])
+    other = {**whole, "config": {**whole["config"], "lora_rank": 4}}
+    with pytest.raises(ValueError, match="differ in lora_rank"):
+        analysis([_split_by_seed(whole, {0}), _split_by_seed(other, {1})])
+    dirs = []
+    for i in range(2):
+        d = tmp_path / f"part{i}"
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps(whole))
+        dirs.append(str(d))
+    assert main(["empirical", "analysis", *dirs]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "in two run directories" in err and "\n" not in err
+
+
+def test_a_run_split_by_seeds_and_methods_reproduces_the_whole_run(tmp_path):
+    """A seed's and a method's records do not depend on what else the run held, so parts of a
+    powered run made on different machines combine into the whole (tiny preset, 1 epoch)."""
+    from loraml.empirical.report import load_results
+
+    base = ["empirical", "run", "--preset", "tiny", "--methods", "sr", "lora-ml", "--ranks", "2"]
+    base += ["--epochs", "1", "--ft-epochs", "1", "--no-progress"]
+    assert main([*base, "--seeds", "0", "1", "--out", str(tmp_path / "whole")]) == 0
+    assert main([*base, "--seeds", "1", "--out", str(tmp_path / "seed1")]) == 0
+    methods = ["--methods", "lora-ml", "--seeds", "0"]
+    assert main([*base, *methods, "--out", str(tmp_path / "lora0")]) == 0
+
+    def hits(name):
+        records = load_results(tmp_path / name)["records"]
+        return {(r["method"], r["scheme"], r["rank"], r["task"], r["seed"]): r for r in records}
+
+    whole = hits("whole")
+    for part in ("seed1", "lora0"):
+        for key, r in hits(part).items():
+            assert (r["hits"], r["n_eval"]) == (whole[key]["hits"], whole[key]["n_eval"]), key
+    assert len(hits("seed1")) + len(hits("lora0")) < len(whole)  # sr seed 0 is in neither

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 VERIFY_FILES = {
     "verify-seed0.json": "full profile, `loraml verify --seed 0 --json`",
+    "verify-seed2.json": "full profile on another seed, `loraml verify --seed 2 --json`",
     "verify-quick.json": "quick profile, `loraml verify --quick --json`",
 }
 
