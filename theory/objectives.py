@@ -25,7 +25,7 @@ The retraining objectives are sums over tasks:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,13 +154,44 @@ class Quadratics:
         """Per-task minimisers ``B_t = C_t S_t^+`` (population: the targets), (T, d_out, d)."""
         if self.S is None:
             return self.C
-        cached = self.__dict__.get("_B")
-        if cached is None:
-            cached = np.stack(
-                [C @ np.linalg.pinv(S, hermitian=True) for C, S in zip(self.C, self.S, strict=True)]
-            )
-            object.__setattr__(self, "_B", cached)
-        return cached
+        S = self.S
+        return self.memo(
+            "_B",
+            lambda: np.stack(
+                [C @ np.linalg.pinv(s, hermitian=True) for C, s in zip(self.C, S, strict=True)]
+            ),
+        )
+
+    def memo(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """``compute()``, computed once and kept on this object under ``name``.
+
+        The object is frozen, so a value derived from its arrays cannot go stale; solvers keep
+        per-task constants here that they would otherwise recompute at every iteration.
+
+        Parameters
+        ----------
+        name : str
+            Attribute name of the stored value (private: starts with an underscore).
+        compute : callable
+            Returns the value; called on the first request only.
+
+        Returns
+        -------
+        ndarray
+            The stored value.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> q = Quadratics.population(np.eye(2)[None])
+        >>> q.memo("_twice", lambda: 2 * q.C) is q.memo("_twice", lambda: 3 * q.C)
+        True
+        """
+        value = self.__dict__.get(name)
+        if value is None:
+            value = compute()
+            object.__setattr__(self, name, value)
+        return value
 
     def minima(self) -> np.ndarray:
         """Per-task minimum values ``f_t(B_t)``, shape (T,) (population: zeros)."""

@@ -7,7 +7,6 @@ losses) so that the same code serves the infinite-sample theory and the finite-s
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -381,19 +380,6 @@ class LoraMLResult:
         return compact_repr(self)
 
 
-def _memo(q: Quadratics, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """``compute()`` stored on ``q`` (frozen, so the value cannot go stale), as ``least_squares``.
-
-    The stopping rule runs at every L-BFGS iteration; recomputing these per-task constants
-    there cost 5-15 % of a small solve (d = 10, T = 3, measured).
-    """
-    value = q.__dict__.get(name)
-    if value is None:
-        value = compute()
-        object.__setattr__(q, name, value)
-    return value
-
-
 def _task_scales(q: Quadratics) -> np.ndarray:
     """``||B_t||_{S_t} = sqrt(tr(B_t S_t B_t^T))`` per task (population: ``||A_t*||_F``)."""
 
@@ -402,12 +388,13 @@ def _task_scales(q: Quadratics) -> np.ndarray:
         sq = np.einsum("tij,tij->t", q.times_S(B), B)
         return np.sqrt(np.maximum(sq, 0.0))
 
-    return _memo(q, "_task_scales", compute)
+    # cached: the stopping rule needs it at every L-BFGS iteration (5-15 % of a small solve)
+    return q.memo("_task_scales", compute)
 
 
 def _C_norms(q: Quadratics) -> np.ndarray:
     """``s_t = ||C_t||_F`` per task (floored at a tiny positive number), the gradients' units."""
-    return _memo(q, "_C_norms", lambda: np.maximum(np.linalg.norm(q.C, axis=(1, 2)), _TINY))
+    return q.memo("_C_norms", lambda: np.maximum(np.linalg.norm(q.C, axis=(1, 2)), _TINY))
 
 
 def task_residuals(
