@@ -3,7 +3,7 @@
     loraml empirical run --preset {tiny,cpu,power,paper} [--seeds 0 1 2] [--out DIR] [overrides]
     loraml empirical run --preset power --batching per-task --dry-run   # tasks, sizes, cost
     loraml empirical report DIR
-    loraml empirical analysis DIR [DIR ...] [--json FILE]   # POWER.md's table over run dirs
+    loraml empirical analysis DIR [DIR ...] [--json FILE] [--out DIR]  # POWER.md's table, report
 
 torch, transformers and peft are imported inside the subcommand functions only, so
 ``loraml --help`` works without them.
@@ -173,6 +173,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "are combined",
     )
     analysis.add_argument("--json", type=Path, help="also write the table's rows to this file")
+    analysis.add_argument(
+        "--out",
+        type=Path,
+        help="also write the powered protocol's report into this folder: analysis.json, "
+        "results.md (parts, coverage, the answer, the table, a design check) and results.png "
+        "(per-task differences); not a run directory",
+    )
     analysis.set_defaults(func=_analysis)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -295,6 +302,20 @@ def _analysis(args: argparse.Namespace) -> int:
             check_output_path(args.json, inputs=inputs, what="--json")
         except ValueError as err:
             raise UsageError(str(err).splitlines()[0]) from None
+    if args.out is not None:
+        from loraml.theory.io import OutputPathError, check_output_path
+
+        try:
+            check_output_path(args.out, folder=True, what="--out")
+        except OutputPathError as err:
+            raise UsageError(str(err).splitlines()[0]) from None
+        if args.out.is_dir() and any(
+            (args.out / name).exists() for name in ("config.json", "results.json", "seed0")
+        ):
+            raise UsageError(
+                f"--out {args.out} is a run directory: give a folder of its own for the report "
+                "(e.g. empirical/results/power)"
+            )
     try:
         runs = [load_results(d) for d in args.dirs]
         rows = analysis(runs)
@@ -311,4 +332,10 @@ def _analysis(args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     print("\n".join(lines))
+    if args.out is not None:
+        from loraml.empirical.power import power_report, write_power_report
+
+        report = power_report(runs, [d.name for d in args.dirs])
+        write_power_report(report, args.out)
+        print(f"\n{report['answer'] or 'no primary comparison'}\nreport: {args.out}/results.md")
     return 0

@@ -123,31 +123,41 @@ def best_epoch_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def task_means(records: list[dict[str, Any]]) -> dict[tuple, dict[str, float]]:
+    """Each (method, scheme, rank)'s hits@1 per test task, averaged over the seeds present."""
+    table: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        table[(r["method"], r["scheme"], r["rank"])][r["task"]].append(r["hits_at_1"])
+    return {k: {t: float(np.mean(v)) for t, v in by.items()} for k, by in table.items()}
+
+
+def task_differences(
+    means: dict[tuple, dict[str, float]], a: str, b: str, scheme: str, rank: int
+) -> tuple[list[str], np.ndarray]:
+    """The test tasks both methods have (sorted) and ``a``'s minus ``b``'s seed-mean hits@1 on
+    each, from :func:`task_means`' table."""
+    xa, xb = means[(a, scheme, rank)], means[(b, scheme, rank)]
+    tasks = sorted(set(xa) & set(xb))
+    return tasks, np.array([xa[t] - xb[t] for t in tasks])
+
+
 def paired_comparison(
     records: list[dict[str, Any]], a: str = "lora-ml", b: str = "sr"
 ) -> list[dict[str, Any]]:
     """Method ``a`` against ``b`` across test tasks, per fine-tuning (scheme, rank)."""
     from scipy import stats
 
-    table: dict[tuple, dict[str, dict[str, list[float]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list))
-    )
-    for r in records:
-        if r["method"] in (a, b):
-            table[(r["scheme"], r["rank"])][r["method"]][r["task"]].append(r["hits_at_1"])
+    means = task_means(records)
     out = []
-    for (scheme, rank), methods in table.items():
-        if a not in methods or b not in methods:
+    for scheme, rank in dict.fromkeys((r["scheme"], r["rank"]) for r in records):
+        if (a, scheme, rank) not in means or (b, scheme, rank) not in means:
             continue
-        tasks = sorted(set(methods[a]) & set(methods[b]))
-        xa = np.array([np.mean(methods[a][t]) for t in tasks])
-        xb = np.array([np.mean(methods[b][t]) for t in tasks])
-        diff = xa - xb
+        tasks, diff = task_differences(means, a, b, scheme, rank)
         wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
         t_stat = p_t = None
         ci: list[float] | None = None
         if len(tasks) > 1 and np.ptp(diff) > 0:
-            res = stats.ttest_rel(xa, xb)
+            res = stats.ttest_1samp(diff, 0.0)  # = ttest_rel(a, b): the same d = a - b
             t_stat, p_t = _finite(res.statistic), _finite(res.pvalue)
             half = stats.t.ppf(0.975, len(tasks) - 1) * diff.std(ddof=1) / math.sqrt(len(tasks))
             ci = [float(diff.mean() - half), float(diff.mean() + half)]

@@ -1,0 +1,389 @@
+"""The powered offline protocol (``empirical/results/POWER.md``): its design arithmetic and the
+report of its run directories, however much of the protocol they hold so far.
+
+Design. The unit is an unseen task t; d_t is LoRA-ML's minus another method's hits@1 on t,
+averaged over S seeds. POWER.md models Var(d_t) = s_b^2 + s_w^2 / S, s_b the spread of the true
+per-task difference between tasks and s_w the seed-to-seed spread of one task's difference,
+estimated from a tasks x seeds table of differences by :func:`variance_components`. The paired
+t-test over n tasks has power 0.8 at alpha 0.05 (two-sided) against the true mean difference
+:func:`detectable_effect` returns.
+
+Report. :func:`power_report` combines the run directories (:func:`loraml.empirical.report.
+analysis`), says which of the protocol's (method, seed, batching) parts they hold, states the
+primary comparison's answer from its 95 % interval, and checks the design against the run: the
+measured standard deviation of the per-task differences beside the one POWER.md's variance
+model predicted for the seeds present (:data:`DESIGN_COMPONENTS`). ``loraml empirical analysis
+DIR... --out OUT`` writes it as ``analysis.json``, ``results.md`` and ``results.png``.
+
+Only numpy and scipy (and matplotlib for the plot) are needed: the report reads committed
+``results.json`` files, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loraml.empirical.report import (
+    METHOD_NAMES,
+    _method_label,
+    _scheme_label,
+    analysis,
+    analysis_table,
+    merge_runs,
+    task_differences,
+    task_means,
+)
+
+#: The protocol's methods, seeds and batching modes (``--preset power``; a test checks them
+#: against :data:`loraml.empirical.config.PRESETS` and ``DEFAULT_SEEDS``).
+POWER_METHODS = ("sr", "lora-ml", "last-layer-ml", "reptile")
+POWER_SEEDS = (0, 1, 2, 3, 4)
+POWER_MODES = ("per-task", "interleaved")
+#: The settings that define the protocol (``config.json`` keys; a test checks them against the
+#: ``power`` preset): a part whose config differs in one of them is not one of its parts.
+POWER_SETTINGS: dict[str, Any] = {
+    "model": "minilm",
+    "data": "convai2",
+    "n_retrain": 10,
+    "n_test": 40,
+    "n_candidates": 20,
+    "max_length": 48,
+    "max_examples_per_task": 32,
+    "eval_dialogues": 3,
+    "epochs": 2,
+    "ft_epochs": 3,
+    "lr": 1e-4,
+    "ft_lr": 5e-4,
+    "lora_rank": 8,
+    "ranks": [8],
+    "head_only": True,
+}
+
+#: POWER.md's variance components (s_b, s_w) in points of hits@1, per (baseline, scheme, rank):
+#: :func:`variance_components` of the committed ``empirical/results/cpu/results.json`` (10 tasks,
+#: 3 seeds, K = 8; a test recomputes them from that file).
+DESIGN_COMPONENTS: dict[tuple[str, str, int], tuple[float, float]] = {
+    ("sr", "lora", 8): (9.3, 12.8),
+    ("sr", "head", 0): (13.1, 14.7),
+    ("last-layer-ml", "lora", 8): (2.5, 10.7),
+    ("last-layer-ml", "head", 0): (2.7, 11.4),
+    ("reptile", "lora", 8): (7.6, 9.4),
+    ("reptile", "head", 0): (1.5, 10.4),
+}
+
+
+def detectable_effect(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference a two-sided paired t-test over ``n`` units detects.
+
+    With per-unit differences of standard deviation ``sd``, the t statistic is noncentral t with
+    n - 1 degrees of freedom and noncentrality delta sqrt(n) / sd; the returned delta solves
+    P(T > t_{1 - alpha/2, n-1}) = power (the far tail, below -t, is left out: it adds under
+    1e-6 for the effects met here). This is POWER.md's "detectable" column.
+
+    Parameters
+    ----------
+    sd : float
+        Standard deviation of one unit's difference (sqrt(s_b^2 + s_w^2 / S) in POWER.md).
+    n : int
+        Number of units (unseen tasks), at least 2.
+    alpha : float
+        Two-sided level.
+    power : float
+        Probability of rejecting at the returned effect.
+
+    Returns
+    -------
+    float
+        The effect, in the units of ``sd``.
+
+    Examples
+    --------
+    >>> round(detectable_effect(1.0, 40), 3)  # about (1.96 + 0.84) / sqrt(40), a bit more
+    0.455
+    """
+    from scipy import optimize, stats
+
+    if n < 2 or not sd > 0:
+        raise ValueError(f"need n >= 2 units and sd > 0, got n = {n}, sd = {sd}")
+    df = n - 1
+    crit = stats.t.ppf(1 - alpha / 2, df)
+
+    def shortfall(delta: float) -> float:
+        return float(stats.nct.sf(crit, df, delta * math.sqrt(n) / sd)) - power
+
+    return float(optimize.brentq(shortfall, 0.0, 20 * sd * (crit + 5) / math.sqrt(n)))
+
+
+def variance_components(
+    records: list[dict[str, Any]], a: str, b: str, scheme: str, rank: int
+) -> dict[str, float | int]:
+    """POWER.md's s_b and s_w of ``a`` minus ``b`` from a tasks x seeds table of differences.
+
+    d_{t,s} = hits@1 of ``a`` minus ``b`` on task t with seed s (both methods trained with that
+    seed); s_w^2 = the mean over tasks of the sample variance of d_{t,.} over seeds; s_b^2 = the
+    sample variance of the task means minus s_w^2 / S (clipped at 0), since a task mean of S
+    seeds carries s_w^2 / S of seed noise. Needs at least 2 seeds and 2 tasks.
+
+    Returns
+    -------
+    dict
+        ``s_b``, ``s_w`` (hits@1 as a fraction), ``n_tasks``, ``n_seeds``.
+    """
+    table: dict[str, dict[int, dict[str, float]]] = {}
+    for r in records:
+        if (r["scheme"], r["rank"]) == (scheme, rank) and r["method"] in (a, b):
+            table.setdefault(r["task"], {}).setdefault(r["seed"], {})[r["method"]] = r["hits_at_1"]
+    seeds = sorted({s for by in table.values() for s, m in by.items() if len(m) == 2})
+    tasks = sorted(t for t, by in table.items() if all(len(by.get(s, {})) == 2 for s in seeds))
+    if len(seeds) < 2 or len(tasks) < 2:
+        raise ValueError(f"need 2 seeds and 2 tasks of both {a} and {b}")
+    d = np.array([[table[t][s][a] - table[t][s][b] for s in seeds] for t in tasks])
+    s_w2 = float(d.var(axis=1, ddof=1).mean())
+    s_b2 = max(float(d.mean(axis=1).var(ddof=1)) - s_w2 / len(seeds), 0.0)
+    return {
+        "s_b": math.sqrt(s_b2),
+        "s_w": math.sqrt(s_w2),
+        "n_tasks": len(tasks),
+        "n_seeds": len(seeds),
+    }
+
+
+def power_report(runs: list[dict[str, Any]], names: list[str] | None = None) -> dict[str, Any]:
+    """The powered protocol's result from the ``results.json`` of its run directories.
+
+    Parameters
+    ----------
+    runs : list of dict
+        ``results.json`` contents (parts split by seeds or methods, either batching mode).
+    names : list of str, optional
+        A name per run (its directory), for the report.
+
+    Returns
+    -------
+    dict
+        ``parts`` (each run's batching, methods, seeds, tasks), ``coverage`` (the protocol's
+        (method, seed, batching) parts present and missing), ``rows`` (:func:`analysis`' rows,
+        each with its ``tasks``, per-task ``diffs``, ``n_seeds``, the measured ``sd`` of the
+        differences, the ``sd`` POWER.md's model predicted for that many seeds, and the effect
+        detectable with the measured sd) and ``answer`` (a sentence on the primary comparison,
+        or None when it is absent).
+    """
+    names = names or [f"run {i + 1}" for i in range(len(runs))]
+    parts = []
+    present: set[tuple[str, int, str]] = set()
+    outside: set[tuple[str, int, str]] = set()
+    for name, results in zip(names, runs, strict=True):
+        cfg = results["config"]
+        batching = cfg.get("batching", "interleaved")
+        have = sorted({(r["method"], r["seed"]) for r in results["records"]})
+        differ = sorted(k for k, v in POWER_SETTINGS.items() if cfg.get(k) != v)
+        (outside if differ else present).update((m, s, batching) for m, s in have)
+        parts.append(
+            {
+                "name": name,
+                "batching": batching,
+                "methods": sorted({m for m, _ in have}, key=_method_order),
+                "seeds": sorted({s for _, s in have}),
+                "n_test_tasks": len({r["task"] for r in results["records"]}),
+                "n_candidates": cfg.get("n_candidates"),
+                "model": cfg.get("model"),
+                "device": cfg.get("device_used"),
+                "wall_seconds": results.get("wall_seconds"),
+                "differs_from_protocol": differ,
+            }
+        )
+    protocol = {(m, s, b) for m in POWER_METHODS for s in POWER_SEEDS for b in POWER_MODES}
+    rows = analysis(runs)
+    merged = {r["config"].get("batching", "interleaved"): r for r in merge_runs(runs)}
+    for row in rows:
+        records = merged[row["batching"]]["records"]
+        tasks, diffs = task_differences(
+            task_means(records), row["a"], row["b"], row["scheme"], row["rank"]
+        )
+        seeds = {
+            r["seed"]
+            for r in records
+            if (r["scheme"], r["rank"]) == (row["scheme"], row["rank"])
+            and r["method"] in (row["a"], row["b"])
+        }
+        sd = float(diffs.std(ddof=1)) if len(diffs) > 1 else None
+        design = DESIGN_COMPONENTS.get((row["b"], row["scheme"], row["rank"]))
+        row.update(
+            tasks=tasks,
+            diffs=[float(x) for x in diffs],
+            n_seeds=len(seeds),
+            sd=sd,
+            sd_predicted=(
+                None
+                if design is None
+                else math.sqrt(design[0] ** 2 + design[1] ** 2 / len(seeds)) / 100
+            ),
+            detectable=(detectable_effect(sd, len(diffs)) if sd is not None and sd > 0 else None),
+        )
+    return {
+        "parts": parts,
+        "coverage": {
+            "present": len(present & protocol),
+            "of": len(protocol),
+            "outside_protocol": len(outside | (present - protocol)),
+        },
+        "rows": rows,
+        "answer": _answer(next((r for r in rows if r["role"] == "primary"), None)),
+    }
+
+
+def _method_order(method: str) -> int:
+    return POWER_METHODS.index(method) if method in POWER_METHODS else len(POWER_METHODS)
+
+
+def _answer(row: dict[str, Any] | None) -> str | None:
+    """The primary comparison in one plain sentence, read off its 95 % interval."""
+    if row is None or row["ci95"] is None:
+        return None
+    lo, hi = (100 * x for x in row["ci95"])
+    head = (
+        f"LoRA-ML minus SR (rank-8 LoRA fine-tuning, per-task batching) is "
+        f"{100 * row['mean_diff']:+.1f} points of hits@1 [95 % CI {lo:+.1f}, {hi:+.1f}] over "
+        f"{row['n_tasks']} unseen tasks and {row['n_seeds']} seed(s) (paired t p = "
+        f"{row['p_t']:.3g}): "
+    )
+    if lo > 0:
+        return head + f"LoRA-ML is better, by at least {lo:.1f} points at 95 % confidence."
+    if hi < 0:
+        return head + f"SR is better, by at least {-hi:.1f} points at 95 % confidence."
+    return head + (
+        "no difference is shown; the interval rules out a gain of LoRA-ML larger than "
+        f"{hi:.1f} points and a loss larger than {-lo:.1f}."
+    )
+
+
+def render_power_markdown(report: dict[str, Any]) -> str:
+    """``results.md`` of the powered protocol: parts, coverage, answer, table, design check."""
+    rows = report["rows"]
+    cover = report["coverage"]
+    lines = [
+        "# The powered offline protocol: LoRA-ML against SR, last-layer-ML and Reptile",
+        "",
+        "Written by `loraml empirical analysis DIR [DIR ...] --out OUT` from the run "
+        "directories' `results.json`; the protocol and its power are in "
+        "`empirical/results/POWER.md`.",
+        "",
+        "| Part | batching | methods | seeds | unseen tasks | K | model | device | wall (h) "
+        "| differs from the protocol in |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in report["parts"]:
+        wall = "-" if p["wall_seconds"] is None else f"{p['wall_seconds'] / 3600:.2f}"
+        lines.append(
+            f"| {p['name']} | {p['batching']} | "
+            f"{', '.join(METHOD_NAMES.get(m, m) for m in p['methods'])} | "
+            f"{', '.join(map(str, p['seeds']))} | {p['n_test_tasks']} | {p['n_candidates']} | "
+            f"{p['model']} | {p['device']} | {wall} | "
+            f"{', '.join(p['differs_from_protocol']) or 'nothing'} |"
+        )
+    lines += [
+        "",
+        f"These hold {cover['present']} of the protocol's {cover['of']} (method, seed, "
+        f"batching) parts ({len(POWER_METHODS)} methods x {len(POWER_SEEDS)} seeds x "
+        f"{len(POWER_MODES)} batching modes)"
+        + (f", and {cover['outside_protocol']} outside it." if cover["outside_protocol"] else "."),
+        "",
+        "## Answer",
+        "",
+        report["answer"] or "The primary comparison is not among these runs.",
+        "",
+        "## Every comparison",
+        "",
+        "A positive difference favours LoRA-ML; each task's hits@1 is averaged over the seeds "
+        "present; last fine-tuning epoch.",
+        "",
+    ]
+    if rows:
+        cfg = {"lora_rank": 8}
+        lines += analysis_table(rows, cfg)
+        lines += [
+            "",
+            "## Design check",
+            "",
+            "The standard deviation of the per-task differences, measured, beside the one "
+            "POWER.md's variance model sqrt(s_b^2 + s_w^2 / S) predicted for the S seeds "
+            "present (estimated from the 10-task, K = 8 run before the data fixes), and the "
+            "effect this design detects with power 0.8 at the measured spread.",
+            "",
+            "| Batching | Against | Fine-tuning | tasks | seeds | sd measured | sd predicted "
+            "| detectable (points) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['batching']} | {_method_label(r['b'], cfg)} | "
+                f"{_scheme_label(r['scheme'], r['rank'])} | {r['n_tasks']} | {r['n_seeds']} | "
+                f"{_points(r['sd'])} | {_points(r['sd_predicted'])} | "
+                f"{_points(r['detectable'])} |"
+            )
+    lines += ["", "![per-task differences](results.png)", ""]
+    return "\n".join(lines)
+
+
+def _points(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def render_power_plot(report: dict[str, Any], path: Path) -> None:
+    """Each comparison's per-task differences (dots) with their mean and 95 % interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * max(len(rows), 1), 3.6))
+    jitter = np.random.default_rng(0)
+    for i, r in enumerate(rows):
+        diffs = 100 * np.asarray(r["diffs"])
+        x = i + jitter.uniform(-0.18, 0.18, diffs.size)
+        ax.plot(x, diffs, "o", ms=3, alpha=0.45, color="C0" if r["role"] == "primary" else "C7")
+        if r["ci95"] is not None:
+            mean, (lo, hi) = 100 * r["mean_diff"], (100 * c for c in r["ci95"])
+            ax.errorbar(
+                i + 0.3, mean, yerr=[[mean - lo], [hi - mean]], fmt="s", color="k", capsize=4
+            )
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xticks(
+        range(len(rows)),
+        [
+            f"vs {METHOD_NAMES.get(r['b'], r['b'])}\n{_scheme_label(r['scheme'], r['rank'])}"
+            f"\n{r['batching']}"
+            for r in rows
+        ],
+        fontsize=7,
+    )
+    ax.set_ylabel("LoRA-ML minus other, hits@1 (points)")
+    n = max((r["n_tasks"] for r in rows), default=0)
+    ax.set_title(
+        f"{n} unseen tasks: per-task differences (dots), mean and 95 % CI (squares)", fontsize=8
+    )
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120, metadata={"Software": None})
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_power_report(report: dict[str, Any], out: str | os.PathLike) -> None:
+    """Write ``analysis.json``, ``results.md`` and ``results.png`` into the folder ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "analysis.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out / "analysis.json")
+    tmp = out / "results.md.tmp"
+    tmp.write_text(render_power_markdown(report))
+    os.replace(tmp, out / "results.md")
+    render_power_plot(report, out / "results.png")

@@ -1,0 +1,228 @@
+"""The powered protocol's design arithmetic and report (``loraml.empirical.power``): the detectable
+effect against a simulation, POWER.md's table against the committed result it was estimated
+from, the report's coverage and answer, and ``loraml empirical analysis --out``."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("scipy")
+pytest.importorskip("matplotlib")
+
+from loraml.cli import main  # noqa: E402
+from loraml.empirical import power as PW  # noqa: E402
+from loraml.empirical.report import load_results  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "empirical" / "results"
+
+
+def test_detectable_effect_has_the_stated_power_in_a_simulation():
+    """At the returned effect a two-sided paired t-test over n units rejects 80 % of the time."""
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    n, sd, reps = 12, 2.0, 40_000
+    delta = PW.detectable_effect(sd, n)
+    crit = stats.t.ppf(0.975, n - 1)
+
+    def rejection_rate(mean: float) -> float:
+        d = rng.normal(mean, sd, size=(reps, n))
+        t = d.mean(axis=1) / (d.std(axis=1, ddof=1) / math.sqrt(n))
+        return float(np.mean(np.abs(t) > crit))
+
+    assert rejection_rate(delta) == pytest.approx(0.8, abs=0.01)  # 5 binomial standard errors
+    assert rejection_rate(0.0) == pytest.approx(0.05, abs=0.006)
+    # more units detect less; the effect scales with sd
+    assert PW.detectable_effect(sd, 4 * n) < delta / 1.8
+    assert PW.detectable_effect(2 * sd, n) == pytest.approx(2 * delta, rel=1e-6)
+    with pytest.raises(ValueError, match="n >= 2"):
+        PW.detectable_effect(1.0, 1)
+
+
+def _records(rng, s_b, s_w, tasks, seeds, a="lora-ml", b="sr", scheme="lora", rank=8):
+    """hits@1 of b around 0.4 and of a = b + task effect (sd s_b) + seed noise (sd s_w)."""
+    effect = rng.normal(0.05, s_b, tasks)
+    out = []
+    for t in range(tasks):
+        for s in range(seeds):
+            base = 0.4 + 0.05 * rng.normal()
+            for method, h in ((b, base), (a, base + effect[t] + rng.normal(0, s_w))):
+                out.append(
+                    dict(method=method, scheme=scheme, rank=rank, task=f"t{t:02d}", seed=s)
+                    | {"hits_at_1": h}
+                )
+    return out
+
+
+def test_variance_components_recover_the_simulated_spreads():
+    rng = np.random.default_rng(1)
+    vc = PW.variance_components(_records(rng, 0.08, 0.12, 400, 5), "lora-ml", "sr", "lora", 8)
+    assert (vc["n_tasks"], vc["n_seeds"]) == (400, 5)
+    assert vc["s_w"] == pytest.approx(0.12, rel=0.05)
+    assert vc["s_b"] == pytest.approx(0.08, rel=0.12)
+
+
+def test_variance_components_by_hand():
+    # two tasks, two seeds: d = [[0.1, 0.3], [0.0, 0.0]] -> s_w^2 = (0.02 + 0) / 2 = 0.01,
+    # task means 0.2 and 0.0 -> sample variance 0.02, s_b^2 = 0.02 - 0.01 / 2 = 0.015
+    records = []
+    for t, ds in (("x", (0.1, 0.3)), ("y", (0.0, 0.0))):
+        for s, d in enumerate(ds):
+            records.append(dict(method="sr", scheme="lora", rank=8, task=t, seed=s, hits_at_1=0.5))
+            records.append(
+                dict(method="lora-ml", scheme="lora", rank=8, task=t, seed=s, hits_at_1=0.5 + d)
+            )
+    vc = PW.variance_components(records, "lora-ml", "sr", "lora", 8)
+    assert vc["s_w"] == pytest.approx(0.1)
+    assert vc["s_b"] == pytest.approx(math.sqrt(0.015))
+    with pytest.raises(ValueError, match="need 2 seeds"):
+        PW.variance_components([r for r in records if r["seed"] == 0], "lora-ml", "sr", "lora", 8)
+
+
+def _power_md_table() -> list[list[str]]:
+    text = (RESULTS / "POWER.md").read_text()
+    return [
+        [c.strip().strip("*") for c in line.strip("|").split("|")]
+        for line in text.splitlines()
+        if re.match(r"\| (SR|last-layer-ML|Reptile) \| (LoRA r=8|head only) \|", line)
+    ]
+
+
+def test_power_md_table_is_the_committed_result_and_the_detectable_effect():
+    """POWER.md's s_b, s_w and detectable effects follow from ``results/cpu`` by this module."""
+    cpu = load_results(RESULTS / "cpu")
+    table = _power_md_table()
+    assert len(table) == 6
+    names = {"SR": "sr", "last-layer-ML": "last-layer-ml", "Reptile": "reptile"}
+    for against, ft, s_b, s_w, now, n40, n60 in table:
+        key = (names[against], "lora" if ft == "LoRA r=8" else "head", 8 if ft == "LoRA r=8" else 0)
+        vc = PW.variance_components(cpu["records"], "lora-ml", *key)
+        assert (vc["n_tasks"], vc["n_seeds"]) == (10, 3)
+        assert 100 * vc["s_b"] == pytest.approx(float(s_b), abs=0.05)
+        assert 100 * vc["s_w"] == pytest.approx(float(s_w), abs=0.05)
+        assert PW.DESIGN_COMPONENTS[key] == (float(s_b), float(s_w))
+        for n, seeds, quoted in ((10, 3, now), (40, 5, n40), (60, 5, n60)):
+            sd = math.hypot(vc["s_b"], vc["s_w"] / math.sqrt(seeds))
+            assert 100 * PW.detectable_effect(sd, n) == pytest.approx(float(quoted), abs=0.051)
+
+
+def test_protocol_constants_are_the_power_preset():
+    pytest.importorskip("torch")
+    from loraml.empirical.config import DEFAULT_SEEDS, PRESETS
+
+    cfg = PRESETS["power"].to_json()
+    for key, value in PW.POWER_SETTINGS.items():
+        assert cfg[key] == value, key
+    assert tuple(cfg["methods"]) == PW.POWER_METHODS
+    assert DEFAULT_SEEDS["power"] == PW.POWER_SEEDS
+
+
+def _part(records, batching="per-task", **changes):
+    config = {**PW.POWER_SETTINGS, "batching": batching, **changes}
+    config["methods"] = sorted({r["method"] for r in records})
+    config["seeds"] = sorted({r["seed"] for r in records})
+    return {
+        "config": config,
+        "records": records,
+        "summary": [],
+        "paired": [],
+        "throughput": [],
+        "versions": {},
+        "wall_seconds": 3600.0,
+    }
+
+
+def test_report_coverage_rows_and_answer():
+    rng = np.random.default_rng(2)
+    records = _records(rng, 0.05, 0.1, 40, 2)
+    sr = [r for r in records if r["method"] == "sr"]
+    ml = [r for r in records if r["method"] == "lora-ml"]
+    report = PW.power_report([_part(sr), _part(ml)], ["sr-part", "ml-part"])
+    assert report["coverage"] == {"present": 4, "of": 40, "outside_protocol": 0}
+    (row,) = report["rows"]
+    assert row["role"] == "primary" and row["n_tasks"] == 40 and row["n_seeds"] == 2
+    # the per-task differences are the seed means' differences, and give the row's mean
+    by = {}
+    for r in records:
+        by.setdefault((r["task"], r["method"]), []).append(r["hits_at_1"])
+    want = [np.mean(by[(t, "lora-ml")]) - np.mean(by[(t, "sr")]) for t in row["tasks"]]
+    assert row["diffs"] == pytest.approx(want, abs=1e-12)
+    assert row["mean_diff"] == pytest.approx(np.mean(want), abs=1e-12)
+    assert row["sd"] == pytest.approx(np.std(want, ddof=1), rel=1e-12)
+    assert row["sd_predicted"] == pytest.approx(math.hypot(9.3, 12.8 / math.sqrt(2)) / 100)
+    # a part with other settings is reported, and not counted as the protocol's
+    other = _part(_records(rng, 0.05, 0.1, 10, 1, a="reptile"), "interleaved", n_candidates=8)
+    report = PW.power_report([_part(sr), _part(ml), other], ["a", "b", "c"])
+    assert report["coverage"] == {"present": 4, "of": 40, "outside_protocol": 2}
+    assert report["parts"][2]["differs_from_protocol"] == ["n_candidates"]
+
+
+@pytest.mark.parametrize(
+    ("shift", "says"),
+    [
+        (0.15, "LoRA-ML is better, by at least"),
+        (-0.15, "SR is better, by at least"),
+        (0.0, "no difference is shown"),
+    ],
+)
+def test_answer_reads_the_interval(shift, says):
+    rng = np.random.default_rng(3)
+    records = _records(rng, 0.02, 0.02, 30, 1)
+    for r in records:
+        if r["method"] == "lora-ml":
+            r["hits_at_1"] += shift - 0.05
+    report = PW.power_report([_part(records)])
+    row = report["rows"][0]
+    lo, hi = (100 * x for x in row["ci95"])
+    assert says in report["answer"]
+    assert f"[95 % CI {lo:+.1f}, {hi:+.1f}]" in report["answer"]
+    assert (lo > 0) == (shift > 0) and (hi < 0) == (shift < 0)
+
+
+def test_analysis_out_writes_the_report_and_refuses_a_run_directory(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    records = _records(rng, 0.05, 0.1, 40, 1)
+    dirs = []
+    for method in ("sr", "lora-ml"):
+        d = tmp_path / f"per-task-{method}-s0"
+        d.mkdir()
+        (d / "results.json").write_text(
+            json.dumps(_part([r for r in records if r["method"] == method]))
+        )
+        (d / "config.json").write_text("{}")
+        dirs.append(str(d))
+    out = tmp_path / "report"
+    assert main(["empirical", "analysis", *dirs, "--out", str(out)]) == 0
+    assert "LoRA-ML minus SR" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["analysis.json", "results.md", "results.png"]
+    saved = json.loads((out / "analysis.json").read_text())
+    assert saved["coverage"]["present"] == 2 and saved["answer"] in (out / "results.md").read_text()
+    # a run directory is never written into
+    before = {p.name: p.read_bytes() for p in Path(dirs[0]).iterdir()}
+    assert main(["empirical", "analysis", *dirs, "--out", dirs[0]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--out" in err and "run directory" in err and "\n" not in err
+    assert {p.name: p.read_bytes() for p in Path(dirs[0]).iterdir()} == before
+    (tmp_path / "file").write_text("x")
+    assert main(["empirical", "analysis", *dirs, "--out", str(tmp_path / "file")]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_committed_power_report_is_what_its_parts_give():
+    """``empirical/results/power/analysis.json`` is the report of the committed parts."""
+    folder = RESULTS / "power"
+    if not (folder / "analysis.json").exists():
+        pytest.skip("no powered result committed yet")
+    saved = json.loads((folder / "analysis.json").read_text())
+    names = [p["name"] for p in saved["parts"]]
+    runs = [load_results(folder / name) for name in names]
+    fresh = json.loads(json.dumps(PW.power_report(runs, names)))
+    assert fresh == saved
+    assert (folder / "results.md").read_text() == PW.render_power_markdown(saved)
