@@ -36,8 +36,10 @@ from loraml.empirical.report import (
     analysis,
     analysis_table,
     merge_runs,
+    save_figure,
     task_differences,
     task_means,
+    write_text,
 )
 
 #: The protocol's methods, seeds and batching modes (``--preset power``; a test checks them
@@ -370,20 +372,13 @@ def render_power_plot(report: dict[str, Any], path: Path) -> None:
         f"{n} unseen tasks: per-task differences (dots), mean and 95 % CI (squares)", fontsize=8
     )
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120, metadata={"Software": None})
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def write_power_report(report: dict[str, Any], out: str | os.PathLike) -> None:
     """Write ``analysis.json``, ``results.md`` and ``results.png`` into the folder ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "analysis.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out / "analysis.json")
-    tmp = out / "results.md.tmp"
-    tmp.write_text(render_power_markdown(report))
-    os.replace(tmp, out / "results.md")
+    write_text(out / "analysis.json", json.dumps(report, indent=2) + "\n")
+    write_text(out / "results.md", render_power_markdown(report))
     render_power_plot(report, out / "results.png")

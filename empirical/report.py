@@ -625,18 +625,35 @@ def render_plot(results: dict[str, Any], path: Path) -> None:
     # outside the axes, to the right: bars and error bars stay uncovered however many methods
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120, metadata={"Software": None})
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically (:func:`loraml.theory.io.atomic_write`), close
+    it, and leave no PNG metadata that varies between runs."""
+    import matplotlib.pyplot as plt
+
+    from loraml.theory.io import atomic_write
+
+    try:
+        atomic_write(
+            path, lambda fh: fig.savefig(fh, format="png", dpi=120, metadata={"Software": None})
+        )
+    finally:
+        plt.close(fig)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`loraml.theory.io.atomic_write`)."""
+    from loraml.theory.io import atomic_write
+
+    atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def write_results(results: dict[str, Any], out: str | os.PathLike) -> None:
     """Write ``results.json``, ``results.md`` and ``results.png`` into ``out`` (atomically)."""
     out = Path(out)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, out / "results.json")
+    write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     rebuild(out)
 
 
@@ -658,14 +675,14 @@ def rebuild(out: str | os.PathLike) -> Path:
         raise ValueError(
             f"{path} is malformed ({detail[:200]}): not a results file of 'loraml empirical run'"
         ) from None
+    from loraml.theory.io import OutputPathError
+
     md = out / "results.md"
-    tmp = out / "results.md.tmp"
     try:
-        tmp.write_text(text)
-        os.replace(tmp, md)
+        write_text(md, text)
         render_plot(results, out / "results.png")
-    except OSError as err:
-        raise ValueError(f"{out}: cannot write the report ({err.strerror or err})") from None
+    except OutputPathError as err:
+        raise ValueError(f"{out}: cannot write the report ({err})") from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise ValueError(f"{path}: cannot plot it ({type(err).__name__}: {err})") from None
     return md
