@@ -140,6 +140,17 @@ def empirical_section() -> list[str]:
         png = path.with_name("results.png")
         if png.exists():
             lines += [f"![{rel.parent}](../../{png.relative_to(ROOT).as_posix()})", ""]
+    # the powered protocol's reports (`loraml empirical analysis DIR... --out FOLDER`)
+    from loraml.empirical.power import render_power_markdown
+
+    for path in sorted((ROOT / "empirical" / "results").glob("*/analysis.json")):
+        rel = path.relative_to(ROOT)
+        lines += [f"### `{rel}`", ""]
+        body = render_power_markdown(json.loads(path.read_text()))
+        body = re.sub(r"^# .*\n", "", body, count=1)
+        body = re.sub(r"^(#+) ", r"\1### ", body, flags=re.M)
+        png = f"../../{path.with_name('results.png').relative_to(ROOT).as_posix()}"
+        lines += [body.replace("](results.png)", f"]({png})").strip(), ""]
     return lines
 
 
