@@ -255,13 +255,21 @@ def _answer(row: dict[str, Any] | None) -> str | None:
         f"{row['n_tasks']} unseen tasks and {row['n_seeds']} seed(s) (paired t p = "
         f"{row['p_t']:.3g}): "
     )
+    caveat = (
+        " With one seed the interval is over tasks, given one retraining of each method: the "
+        "seed-to-seed variation of the retrained encoder, common to all tasks, is not in it."
+        if row["n_seeds"] < 2
+        else ""
+    )
     if lo > 0:
-        return head + f"LoRA-ML is better, by at least {lo:.1f} points at 95 % confidence."
+        return head + f"LoRA-ML is better, by at least {lo:.1f} points at 95 % confidence." + caveat
     if hi < 0:
-        return head + f"SR is better, by at least {-hi:.1f} points at 95 % confidence."
-    return head + (
-        "no difference is shown; the interval rules out a gain of LoRA-ML larger than "
-        f"{hi:.1f} points and a loss larger than {-lo:.1f}."
+        return head + f"SR is better, by at least {-hi:.1f} points at 95 % confidence." + caveat
+    return (
+        head
+        + "no difference is shown; the interval rules out a gain of LoRA-ML larger than "
+        + f"{hi:.1f} points and a loss larger than {-lo:.1f}."
+        + caveat
     )
 
 
@@ -369,7 +377,7 @@ def render_power_plot(report: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("LoRA-ML minus other, hits@1 (points)")
     n = max((r["n_tasks"] for r in rows), default=0)
     ax.set_title(
-        f"{n} unseen tasks: per-task differences (dots), mean and 95 % CI (squares)", fontsize=8
+        f"{n} unseen tasks\nper-task differences (dots), mean and 95 % CI (squares)", fontsize=8
     )
     fig.tight_layout()
     save_figure(fig, path)
