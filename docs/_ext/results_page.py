@@ -148,7 +148,7 @@ def empirical_section() -> list[str]:
         lines += [f"### `{rel}`", ""]
         body = render_power_markdown(json.loads(path.read_text()))
         body = re.sub(r"^# .*\n", "", body, count=1)
-        body = re.sub(r"^(#+) ", r"\1### ", body, flags=re.M)
+        body = re.sub(r"^(#+) ", r"\1## ", body, flags=re.M)  # its ## sections under our ###
         png = f"../../{path.with_name('results.png').relative_to(ROOT).as_posix()}"
         lines += [body.replace("](results.png)", f"]({png})").strip(), ""]
     return lines
