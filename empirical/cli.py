@@ -292,7 +292,7 @@ def _analysis(args: argparse.Namespace) -> int:
     _require(("scipy",), "analysis")
     import json
 
-    from loraml.empirical.report import analysis, analysis_table, load_results
+    from loraml.empirical.report import analysis, analysis_table, load_results, write_text
 
     if args.json is not None:
         from loraml.theory.io import check_output_path
@@ -330,7 +330,7 @@ def _analysis(args: argparse.Namespace) -> int:
     if not rows:
         raise UsageError("no paired comparison: the run directories have no LoRA-ML and baseline")
     if args.json is not None:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        write_text(args.json, json.dumps(rows, indent=2) + "\n")
     print("\n".join(lines))
     if args.out is not None:
         from loraml.empirical.power import power_report, write_power_report

@@ -202,11 +202,14 @@ def power_report(runs: list[dict[str, Any]], names: list[str] | None = None) -> 
         )
     protocol = {(m, s, b) for m in POWER_METHODS for s in POWER_SEEDS for b in POWER_MODES}
     rows = analysis(runs)
-    merged = {r["config"].get("batching", "interleaved"): r for r in merge_runs(runs)}
+    records_of = {
+        r["config"].get("batching", "interleaved"): r["records"] for r in merge_runs(runs)
+    }
+    means_of = {batching: task_means(records) for batching, records in records_of.items()}
     for row in rows:
-        records = merged[row["batching"]]["records"]
+        records = records_of[row["batching"]]
         tasks, diffs = task_differences(
-            task_means(records), row["a"], row["b"], row["scheme"], row["rank"]
+            means_of[row["batching"]], row["a"], row["b"], row["scheme"], row["rank"]
         )
         seeds = {
             r["seed"]
@@ -315,7 +318,7 @@ def render_power_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     if rows:
-        cfg = {"lora_rank": 8}
+        cfg = {"lora_rank": POWER_SETTINGS["lora_rank"]}
         lines += analysis_table(rows, cfg)
         lines += [
             "",

@@ -37,3 +37,17 @@ def write_persona_file(path: Path, personas: dict[str, int]) -> Path:
             ]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def results_object(config: dict, records: list[dict], wall_seconds: float = 0.0) -> dict:
+    """The smallest ``results.json`` content :func:`loraml.empirical.report.load_results` accepts:
+    ``config`` and hits@1 ``records``, empty summaries (analysis recomputes from the records)."""
+    return {
+        "config": config,
+        "records": records,
+        "summary": [],
+        "paired": [],
+        "throughput": [],
+        "versions": {},
+        "wall_seconds": wall_seconds,
+    }

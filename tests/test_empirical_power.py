@@ -27,6 +27,7 @@ from loraml.empirical.data import (  # noqa: E402
     default_convai2_paths,
 )
 from loraml.empirical.run import run_experiment  # noqa: E402
+from tests.helpers import results_object  # noqa: E402
 
 pytestmark = [pytest.mark.empirical, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -278,15 +279,7 @@ def _synthetic_run(batching: str, rng) -> dict:
                         | {"hits_at_1": h}
                     )
     config = {"batching": batching, "methods": ["sr", "lora-ml", "reptile"], "lora_rank": 8}
-    return {
-        "config": config,
-        "records": records,
-        "summary": [],
-        "paired": [],
-        "throughput": [],
-        "versions": {},
-        "wall_seconds": 0.0,
-    }
+    return results_object(config, records)
 
 
 def test_analysis_of_a_synthetic_table_against_scipy():

@@ -18,6 +18,7 @@ pytest.importorskip("matplotlib")
 from loraml.cli import main  # noqa: E402
 from loraml.empirical import power as PW  # noqa: E402
 from loraml.empirical.report import load_results  # noqa: E402
+from tests.helpers import results_object  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "empirical" / "results"
@@ -128,15 +129,7 @@ def _part(records, batching="per-task", **changes):
     config = {**PW.POWER_SETTINGS, "batching": batching, **changes}
     config["methods"] = sorted({r["method"] for r in records})
     config["seeds"] = sorted({r["seed"] for r in records})
-    return {
-        "config": config,
-        "records": records,
-        "summary": [],
-        "paired": [],
-        "throughput": [],
-        "versions": {},
-        "wall_seconds": 3600.0,
-    }
+    return results_object(config, records, wall_seconds=3600.0)
 
 
 def test_report_coverage_rows_and_answer():
