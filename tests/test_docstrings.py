@@ -4,7 +4,8 @@ Public theory functions: those in ``loraml.theory.__all__`` and the public modul
 of every ``loraml.theory`` module except the command-line front ends (the spurious survey script
 included) and the private linear-algebra kernels (:data:`EXCLUDED`). Each needs a numpydoc
 ``Parameters``, ``Returns`` and ``Examples`` section, and every example is run as a doctest
-here (so ``make test`` runs them).
+here (so ``make test`` runs them), as are the examples of the rest of the package (figures,
+empirical, the command line).
 """
 
 from __future__ import annotations
@@ -90,10 +91,38 @@ def test_section_parser_sees_headers_and_ignores_prose():
     assert sections(doc) == {"Parameters"}
 
 
+OPTIONAL = {"torch", "transformers", "peft", "matplotlib"}  # extras a module may need
+
+
+def other_modules() -> list[ModuleType]:
+    """The rest of the package (figures, empirical, the command line): their examples run too.
+
+    A module that needs an extra which is not installed is left out (the extras' own tests
+    skip the same way); ``__main__`` is left out since importing it runs the command line.
+    """
+    names = [
+        m.name
+        for pkg in ("loraml.figures", "loraml.empirical")
+        for m in pkgutil.walk_packages(importlib.import_module(pkg).__path__, pkg + ".")
+    ] + [
+        m.name
+        for m in pkgutil.iter_modules(loraml.__path__, "loraml.")
+        if not m.ispkg and m.name != "loraml.__main__"
+    ]
+    modules = []
+    for name in sorted(names):
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as err:
+            if (err.name or "").split(".")[0] not in OPTIONAL:
+                raise
+    return modules
+
+
 def _doctests() -> list[doctest.DocTest]:
     finder = doctest.DocTestFinder(exclude_empty=True)
     tests = []
-    for mod in theory_modules():
+    for mod in theory_modules() + other_modules():
         tests += [t for t in finder.find(mod) if t.examples]
     return sorted(tests, key=lambda t: t.name)
 
