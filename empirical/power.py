@@ -40,6 +40,7 @@ from loraml.empirical.report import (
     analysis_table,
     merge_runs,
     save_figure,
+    share_batching_free,
     task_differences,
     task_means,
     write_text,
@@ -280,8 +281,10 @@ def power_report(runs: list[dict[str, Any]], names: list[str] | None = None) -> 
     Returns
     -------
     dict
-        ``parts`` (each run's batching, methods, seeds, tasks), ``coverage`` (the protocol's
-        (method, seed, batching) parts present and missing), ``rows`` (:func:`analysis`' rows,
+        ``parts`` (each run's batching, methods, seeds, tasks), ``coverage`` (how many of the
+        protocol's (method, seed, batching) parts are ``present``, of them ``shared`` between
+        batching modes, :func:`~loraml.empirical.report.share_batching_free`, and how many
+        parts lie ``outside_protocol``), ``rows`` (:func:`analysis`' rows,
         each with its ``tasks``, per-task ``diffs``, ``n_seeds``, the measured ``sd`` of the
         differences, the ``sd`` POWER.md's model predicted for that many seeds, and the effect
         detectable with the measured sd) and ``answer`` (a sentence on the primary comparison,
@@ -314,7 +317,16 @@ def power_report(runs: list[dict[str, Any]], names: list[str] | None = None) -> 
     protocol = {(m, s, b) for m in POWER_METHODS for s in POWER_SEEDS for b in POWER_MODES}
     rows = analysis(runs)
     records_of = {
-        r["config"].get("batching", "interleaved"): r["records"] for r in merge_runs(runs)
+        r["config"].get("batching", "interleaved"): r["records"]
+        for r in share_batching_free(merge_runs(runs))
+    }
+    # a part lent to a batching mode (Reptile's, :func:`share_batching_free`) counts for it
+    # when the part it stands for is one of the protocol's
+    shared = {
+        (r["method"], r["seed"], batching)
+        for batching, records in records_of.items()
+        for r in records
+        if "shared_from" in r and (r["method"], r["seed"], r["shared_from"]) in present
     }
     means_of = {batching: task_means(records) for batching, records in records_of.items()}
     for row in rows:
@@ -347,7 +359,8 @@ def power_report(runs: list[dict[str, Any]], names: list[str] | None = None) -> 
     return {
         "parts": parts,
         "coverage": {
-            "present": len(present & protocol),
+            "present": len((present | shared) & protocol),
+            "shared": len(shared & protocol),
             "of": len(protocol),
             "outside_protocol": len(outside | (present - protocol)),
         },
@@ -438,7 +451,14 @@ def render_power_markdown(report: dict[str, Any]) -> str:
         f"These hold {cover['present']} of the protocol's {cover['of']} (method, seed, "
         f"batching) parts ({len(POWER_METHODS)} methods x {len(POWER_SEEDS)} seeds x "
         f"{len(POWER_MODES)} batching modes)"
-        + (f", and {cover['outside_protocol']} outside it." if cover["outside_protocol"] else "."),
+        + (f", and {cover['outside_protocol']} outside it." if cover["outside_protocol"] else ".")
+        + (
+            f" {cover['shared']} of them are Reptile's parts of one batching mode standing for "
+            "the other: its retraining ignores the batching (identical weights and hits, "
+            "`tests/test_empirical_power.py`)."
+            if cover.get("shared")
+            else ""
+        ),
         "",
         "## Answer",
         "",

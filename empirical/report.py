@@ -309,6 +309,58 @@ def merge_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
+#: Methods whose retraining does not read ``batching``: Reptile's rounds visit one task at a time
+#: in both modes (``tests/test_empirical_power.py`` checks that its weights and hits are
+#: identical), so its records of one batching mode stand for the other's.
+BATCHING_FREE = ("reptile",)
+
+
+def share_batching_free(merged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lend :data:`BATCHING_FREE` methods' records to the batching modes that lack them.
+
+    POWER.md's saving: the second batching mode need not rerun Reptile (a quarter of its cost).
+    A mode's results receive another mode's records of such a (method, seed) when it has none
+    of its own and the two configs agree outside :data:`SPLIT_KEYS` and ``batching``; each lent
+    record carries ``shared_from``, the batching mode it was run in.
+
+    Parameters
+    ----------
+    merged : list of dict
+        :func:`merge_runs`' output: one results object per batching mode.
+
+    Returns
+    -------
+    list of dict
+        The same results objects, copied, with the lent records appended.
+
+    Examples
+    --------
+    >>> rec = dict(method="reptile", seed=0, scheme="head", rank=0, task="t", hits_at_1=0.5)
+    >>> runs = [{"config": {"batching": "per-task"}, "records": [rec]},
+    ...         {"config": {"batching": "interleaved"}, "records": []}]
+    >>> share_batching_free(runs)[1]["records"][0]["shared_from"]
+    'per-task'
+    """
+    out = [{**m, "records": list(m["records"])} for m in merged]
+    for i, into in enumerate(out):
+        own = {(r["method"], r["seed"]) for r in merged[i]["records"]}
+        for j, source in enumerate(merged):
+            cfg, other = into["config"], source["config"]
+            ignore = SPLIT_KEYS | {"batching"}
+            if i == j or any(cfg.get(k) != other.get(k) for k in (set(cfg) | set(other)) - ignore):
+                continue
+            lent = [
+                {**r, "shared_from": other.get("batching", "interleaved")}
+                for r in source["records"]
+                if r["method"] in BATCHING_FREE
+                and (r["method"], r["seed"]) not in own
+                and "shared_from" not in r
+            ]
+            into["records"] += lent
+            own |= {(r["method"], r["seed"]) for r in lent}
+    return out
+
+
 def analysis(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The powered protocol's table: every paired comparison of LoRA-ML in ``runs``.
 
@@ -316,7 +368,8 @@ def analysis(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ----------
     runs : list of dict
         The content of one or more ``results.json`` (e.g. both batching modes; runs of one mode
-        that split the protocol by seeds or methods are combined first, :func:`merge_runs`);
+        that split the protocol by seeds or methods are combined first, :func:`merge_runs`,
+        and Reptile's records stand for a mode that lacks them, :func:`share_batching_free`);
         each run's comparisons are recomputed from its records (last fine-tuning epoch), so
         results files written before the confidence interval existed are analysed alike.
 
@@ -329,7 +382,7 @@ def analysis(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         is tested alone at its own level and keeps ``p_holm = p_t``).
     """
     rows: list[dict[str, Any]] = []
-    for results in merge_runs(runs):
+    for results in share_batching_free(merge_runs(runs)):
         batching = results["config"].get("batching", "interleaved")
         methods = {r["method"] for r in results["records"]}
         for baseline in _BASELINES:

@@ -213,7 +213,7 @@ def test_report_coverage_rows_and_answer():
     sr = [r for r in records if r["method"] == "sr"]
     ml = [r for r in records if r["method"] == "lora-ml"]
     report = PW.power_report([_part(sr), _part(ml)], ["sr-part", "ml-part"])
-    assert report["coverage"] == {"present": 4, "of": 40, "outside_protocol": 0}
+    assert report["coverage"] == {"present": 4, "shared": 0, "of": 40, "outside_protocol": 0}
     (row,) = report["rows"]
     assert row["role"] == "primary" and row["n_tasks"] == 40 and row["n_seeds"] == 2
     # the per-task differences are the seed means' differences, and give the row's mean
@@ -240,8 +240,32 @@ def test_report_coverage_rows_and_answer():
     # a part with other settings is reported, and not counted as the protocol's
     other = _part(_records(rng, 0.05, 0.1, 10, 1, a="reptile"), "interleaved", n_candidates=8)
     report = PW.power_report([_part(sr), _part(ml), other], ["a", "b", "c"])
-    assert report["coverage"] == {"present": 4, "of": 40, "outside_protocol": 2}
+    assert report["coverage"] == {"present": 4, "shared": 0, "of": 40, "outside_protocol": 2}
     assert report["parts"][2]["differs_from_protocol"] == ["n_candidates"]
+
+
+def test_reptile_of_one_batching_mode_stands_for_the_other():
+    """POWER.md's saving: the interleaved mode need not rerun Reptile."""
+    rng = np.random.default_rng(8)
+    per_task = _records(rng, 0.05, 0.1, 12, 2) + [
+        r for r in _records(rng, 0.05, 0.1, 12, 2, a="reptile") if r["method"] == "reptile"
+    ]
+    interleaved = [dict(r) for r in per_task if r["method"] != "reptile"]
+    report = PW.power_report([_part(per_task), _part(interleaved, "interleaved")])
+    # 3 methods x 2 seeds per-task, 2 x 2 interleaved, and Reptile's 2 seeds lent
+    assert report["coverage"] == {"present": 12, "shared": 2, "of": 40, "outside_protocol": 0}
+    rows = {(r["b"], r["scheme"], r["batching"]): r for r in report["rows"]}
+    lent, own = rows[("reptile", "lora", "interleaved")], rows[("reptile", "lora", "per-task")]
+    assert lent["diffs"] == own["diffs"] and lent["tasks"] == own["tasks"]
+    assert "standing for the other" in PW.render_power_markdown(report)
+    # a mode with its own Reptile keeps it; a mode with other settings borrows nothing
+    own_reptile = [dict(r, hits_at_1=0.0) for r in per_task if r["method"] == "reptile"]
+    report = PW.power_report([_part(per_task), _part(interleaved + own_reptile, "interleaved")])
+    rows = {(r["b"], r["scheme"], r["batching"]): r for r in report["rows"]}
+    assert rows[("reptile", "lora", "interleaved")]["diffs"] != own["diffs"]
+    assert report["coverage"]["shared"] == 0
+    report = PW.power_report([_part(per_task), _part(interleaved, "interleaved", n_candidates=8)])
+    assert not any(r["b"] == "reptile" and r["batching"] == "interleaved" for r in report["rows"])
 
 
 @pytest.mark.parametrize(
