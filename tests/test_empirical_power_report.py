@@ -112,6 +112,9 @@ def test_crossed_interval_without_a_seed_component_is_the_paired_t_over_tasks():
     assert c["sd_seed"] == 0.0 and c["df"] == 39
     assert c["p"] == pytest.approx(t.pvalue, rel=1e-10)
     assert c["ci95"] == pytest.approx(list(t.confidence_interval(0.95)), rel=1e-10)
+    # and its detectable effect is the paired t-test's over the 40 seed-averaged task means
+    sd = d.mean(axis=1).std(ddof=1)
+    assert c["detectable"] == pytest.approx(PW.detectable_effect(sd, 40), rel=1e-8)
 
 
 @pytest.mark.parametrize(
