@@ -900,9 +900,9 @@ QUOTES: list[Quote] = [
     Quote("empirical-power", "{}", lambda r: (r["answer"],)),
     Quote(
         "empirical-power",
-        "the per-task differences have a standard deviation of {} points, where POWER.md's "
-        "variance model predicted {} for one seed; with the measured spread this design detects "
-        "{} points with power 0.8",
+        "the per-task differences\nhave a standard deviation of {} points, where POWER.md's "
+        "variance model predicted {} for two\nseeds; with the measured spread this design "
+        "detects {} points with power 0.8",
         lambda r: tuple(
             f"{100 * primary_row(r)[k]:.1f}" for k in ("sd", "sd_predicted", "detectable")
         ),
