@@ -250,6 +250,11 @@ SPLIT_KEYS = frozenset(
 )
 
 
+def _config_differences(a: dict[str, Any], b: dict[str, Any], ignore: frozenset[str]) -> list[str]:
+    """The ``config`` keys, outside ``ignore``, in which two runs differ (sorted)."""
+    return sorted(k for k in (set(a) | set(b)) - ignore if a.get(k) != b.get(k))
+
+
 def merge_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Combine the results of run directories that split one protocol by seeds or methods.
 
@@ -283,11 +288,7 @@ def merge_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             merged[batching] = {**results, "config": dict(cfg), "records": list(results["records"])}
             continue
         into = merged[batching]
-        differ = sorted(
-            k
-            for k in (set(cfg) | set(into["config"])) - SPLIT_KEYS
-            if cfg.get(k) != into["config"].get(k)
-        )
+        differ = _config_differences(cfg, into["config"], SPLIT_KEYS)
         if differ:
             raise ValueError(
                 f"run directories of batching '{batching}' differ in {', '.join(differ)}: "
@@ -341,16 +342,15 @@ def share_batching_free(merged: list[dict[str, Any]]) -> list[dict[str, Any]]:
     >>> share_batching_free(runs)[1]["records"][0]["shared_from"]
     'per-task'
     """
+    ignore = SPLIT_KEYS | {"batching"}
     out = [{**m, "records": list(m["records"])} for m in merged]
     for i, into in enumerate(out):
         own = {(r["method"], r["seed"]) for r in merged[i]["records"]}
         for j, source in enumerate(merged):
-            cfg, other = into["config"], source["config"]
-            ignore = SPLIT_KEYS | {"batching"}
-            if i == j or any(cfg.get(k) != other.get(k) for k in (set(cfg) | set(other)) - ignore):
+            if i == j or _config_differences(into["config"], source["config"], ignore):
                 continue
             lent = [
-                {**r, "shared_from": other.get("batching", "interleaved")}
+                {**r, "shared_from": source["config"].get("batching", "interleaved")}
                 for r in source["records"]
                 if r["method"] in BATCHING_FREE
                 and (r["method"], r["seed"]) not in own
