@@ -155,14 +155,20 @@ def test_power_md_seed_component_table_is_the_committed_result():
     assert len(rows) == 6
     records = load_results(RESULTS / "cpu")["records"]
     for name, tuning, s_u, ms_s, ms_e in rows:
-        b = {"SR": "sr", "last-layer-ML": "last-layer-ml", "Reptile": "reptile"}[name]
-        scheme, rank = ("lora", 8) if tuning.startswith("LoRA") else ("head", 0)
-        c = PW.crossed_interval(PW.difference_table(records, "lora-ml", b, scheme, rank)[2])
+        c = PW.crossed_interval(
+            PW.difference_table(records, "lora-ml", *_power_md_key(name, tuning))[2]
+        )
         assert (s_u, ms_s, ms_e) == (
             f"{100 * c['sd_seed']:.1f}",
             f"{1e4 * c['ms_seed']:.0f}",
             f"{1e4 * c['ms_error']:.0f}",
         )
+
+
+def _power_md_key(against: str, tuning: str) -> tuple[str, str, int]:
+    """(baseline, scheme, rank) of a POWER.md table row's labels, e.g. ("SR", "LoRA r=8")."""
+    method = {"SR": "sr", "last-layer-ML": "last-layer-ml", "Reptile": "reptile"}[against]
+    return (method, "lora", 8) if tuning == "LoRA r=8" else (method, "head", 0)
 
 
 def _power_md_table() -> list[list[str]]:
@@ -179,9 +185,8 @@ def test_power_md_table_is_the_committed_result_and_the_detectable_effect():
     cpu = load_results(RESULTS / "cpu")
     table = _power_md_table()
     assert len(table) == 6
-    names = {"SR": "sr", "last-layer-ML": "last-layer-ml", "Reptile": "reptile"}
     for against, ft, s_b, s_w, now, n40, n60 in table:
-        key = (names[against], "lora" if ft == "LoRA r=8" else "head", 8 if ft == "LoRA r=8" else 0)
+        key = _power_md_key(against, ft)
         vc = PW.variance_components(cpu["records"], "lora-ml", *key)
         assert (vc["n_tasks"], vc["n_seeds"]) == (10, 3)
         assert 100 * vc["s_b"] == pytest.approx(float(s_b), abs=0.05)
