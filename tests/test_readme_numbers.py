@@ -901,10 +901,13 @@ QUOTES: list[Quote] = [
     Quote(
         "empirical-power",
         "the per-task differences\nhave a standard deviation of {} points, where POWER.md's "
-        "variance model predicted {} for two\nseeds; with the measured spread this design "
+        "variance model predicted {} for {}\nseeds; with the measured spread this design "
         "detects {} points with power 0.8",
-        lambda r: tuple(
-            f"{100 * primary_row(r)[k]:.1f}" for k in ("sd", "sd_predicted", "detectable")
+        lambda r: (
+            f"{100 * primary_row(r)['sd']:.1f}",
+            f"{100 * primary_row(r)['sd_predicted']:.1f}",
+            str(primary_row(r)["n_seeds"]),
+            f"{100 * primary_row(r)['detectable']:.1f}",
         ),
     ),
     # ---- empirical (committed results of the cpu preset)
