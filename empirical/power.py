@@ -15,7 +15,7 @@ Report. :func:`power_report` combines the run directories (:func:`loraml.empiric
 analysis`), says which of the protocol's (method, seed, batching) parts they hold, states the
 primary comparison's answer from its 95 % intervals, and checks the design against the run: the
 measured standard deviation of the per-task differences beside the one POWER.md's variance
-model predicted for the seeds present (:data:`DESIGN_COMPONENTS`). ``loraml empirical analysis
+model predicted for the seeds compared (:data:`DESIGN_COMPONENTS`). ``loraml empirical analysis
 DIR... --out OUT`` writes it as ``analysis.json``, ``results.md`` and ``results.png``.
 
 Only numpy and scipy (and matplotlib for the plot) are needed: the report reads committed
@@ -38,11 +38,10 @@ from loraml.empirical.report import (
     _scheme_label,
     analysis,
     analysis_table,
+    difference_table,
     merge_runs,
     save_figure,
     share_batching_free,
-    task_differences,
-    task_means,
     write_text,
 )
 
@@ -156,37 +155,6 @@ def variance_components(
         "n_tasks": len(tasks),
         "n_seeds": len(seeds),
     }
-
-
-def difference_table(
-    records: list[dict[str, Any]], a: str, b: str, scheme: str, rank: int
-) -> tuple[list[str], list[int], np.ndarray]:
-    """The tasks x seeds table d_{t,s} = hits@1 of ``a`` minus ``b`` on task t with seed s.
-
-    Only the seeds both methods have, and the tasks that have all of those seeds, enter.
-
-    Returns
-    -------
-    tasks : list of str
-    seeds : list of int
-    d : ndarray of shape (len(tasks), len(seeds))
-        Hits@1 differences as fractions.
-
-    Examples
-    --------
-    >>> rec = [dict(method=m, scheme="lora", rank=8, task="t", seed=0, hits_at_1=h)
-    ...        for m, h in (("lora-ml", 0.5), ("sr", 0.25))]
-    >>> difference_table(rec, "lora-ml", "sr", "lora", 8)[2].tolist()
-    [[0.25]]
-    """
-    table: dict[str, dict[int, dict[str, float]]] = {}
-    for r in records:
-        if (r["scheme"], r["rank"]) == (scheme, rank) and r["method"] in (a, b):
-            table.setdefault(r["task"], {}).setdefault(r["seed"], {})[r["method"]] = r["hits_at_1"]
-    seeds = sorted({s for by in table.values() for s, m in by.items() if len(m) == 2})
-    tasks = sorted(t for t, by in table.items() if all(len(by.get(s, {})) == 2 for s in seeds))
-    d = np.array([[table[t][s][a] - table[t][s][b] for s in seeds] for t in tasks], dtype=float)
-    return tasks, seeds, d.reshape(len(tasks), len(seeds))
 
 
 def crossed_interval(d: np.ndarray, *, level: float = 0.95) -> dict[str, Any]:
@@ -335,20 +303,13 @@ def power_report(runs: list[dict[str, Any]], names: list[str] | None = None) -> 
         for r in records
         if "shared_from" in r and (r["method"], r["seed"], r["shared_from"]) in present
     }
-    means_of = {batching: task_means(records) for batching, records in records_of.items()}
     for row in rows:
         records = records_of[row["batching"]]
-        tasks, diffs = task_differences(
-            means_of[row["batching"]], row["a"], row["b"], row["scheme"], row["rank"]
+        tasks, seeds, table = difference_table(
+            records, row["a"], row["b"], row["scheme"], row["rank"]
         )
-        seeds = {
-            r["seed"]
-            for r in records
-            if (r["scheme"], r["rank"]) == (row["scheme"], row["rank"])
-            and r["method"] in (row["a"], row["b"])
-        }
+        diffs = table.mean(axis=1)  # the paired t's per-task differences (paired seeds only)
         sd = float(diffs.std(ddof=1)) if len(diffs) > 1 else None
-        _, _, table = difference_table(records, row["a"], row["b"], row["scheme"], row["rank"])
         design = DESIGN_COMPONENTS.get((row["b"], row["scheme"], row["rank"]))
         row.update(
             tasks=tasks,
@@ -473,8 +434,9 @@ def render_power_markdown(report: dict[str, Any]) -> str:
         "",
         "## Every comparison",
         "",
-        "A positive difference favours LoRA-ML; each task's hits@1 is averaged over the seeds "
-        "present; last fine-tuning epoch.",
+        "A positive difference favours LoRA-ML; each task's difference is averaged over the "
+        "seeds both methods have (a seed one of them lacks waits for its pair); last "
+        "fine-tuning epoch.",
         "",
     ]
     if rows:
@@ -487,7 +449,7 @@ def render_power_markdown(report: dict[str, Any]) -> str:
             "",
             "The standard deviation of the per-task differences, measured, beside the one "
             "POWER.md's variance model sqrt(s_b^2 + s_w^2 / S) predicted for the S seeds "
-            "present (estimated from the 10-task, K = 8 run before the data fixes), and the "
+            "compared (estimated from the 10-task, K = 8 run before the data fixes), and the "
             "effect this design detects with power 0.8 at the measured spread.",
             "",
             "| Batching | Against | Fine-tuning | tasks | seeds | sd measured | sd predicted "

@@ -123,37 +123,63 @@ def best_epoch_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def task_means(records: list[dict[str, Any]]) -> dict[tuple, dict[str, float]]:
-    """Each (method, scheme, rank)'s hits@1 per test task, averaged over the seeds present."""
-    table: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+def difference_table(
+    records: list[dict[str, Any]], a: str, b: str, scheme: str, rank: int
+) -> tuple[list[str], list[int], np.ndarray]:
+    """The tasks x seeds table d_{t,s} = hits@1 of ``a`` minus ``b`` on task t with seed s.
+
+    Only the seeds both methods have, and the tasks that have all of those seeds, enter.
+
+    Returns
+    -------
+    tasks : list of str
+    seeds : list of int
+    d : ndarray of shape (len(tasks), len(seeds))
+        Hits@1 differences as fractions.
+
+    Examples
+    --------
+    >>> rec = [dict(method=m, scheme="lora", rank=8, task="t", seed=0, hits_at_1=h)
+    ...        for m, h in (("lora-ml", 0.5), ("sr", 0.25))]
+    >>> difference_table(rec, "lora-ml", "sr", "lora", 8)[2].tolist()
+    [[0.25]]
+    """
+    table: dict[str, dict[int, dict[str, float]]] = {}
     for r in records:
-        table[(r["method"], r["scheme"], r["rank"])][r["task"]].append(r["hits_at_1"])
-    return {k: {t: float(np.mean(v)) for t, v in by.items()} for k, by in table.items()}
+        if (r["scheme"], r["rank"]) == (scheme, rank) and r["method"] in (a, b):
+            table.setdefault(r["task"], {}).setdefault(r["seed"], {})[r["method"]] = r["hits_at_1"]
+    seeds = sorted({s for by in table.values() for s, m in by.items() if len(m) == 2})
+    tasks = sorted(t for t, by in table.items() if all(len(by.get(s, {})) == 2 for s in seeds))
+    d = np.array([[table[t][s][a] - table[t][s][b] for s in seeds] for t in tasks], dtype=float)
+    return tasks, seeds, d.reshape(len(tasks), len(seeds))
 
 
-def task_differences(
-    means: dict[tuple, dict[str, float]], a: str, b: str, scheme: str, rank: int
-) -> tuple[list[str], np.ndarray]:
-    """The test tasks both methods have (sorted) and ``a``'s minus ``b``'s seed-mean hits@1 on
-    each, from :func:`task_means`' table."""
-    xa, xb = means[(a, scheme, rank)], means[(b, scheme, rank)]
-    tasks = sorted(set(xa) & set(xb))
-    return tasks, np.array([xa[t] - xb[t] for t in tasks])
+#: Differences of hits@1 within this of 0 are ties (:func:`paired_comparison`).
+_TIE = 1e-9
 
 
 def paired_comparison(
     records: list[dict[str, Any]], a: str = "lora-ml", b: str = "sr"
 ) -> list[dict[str, Any]]:
-    """Method ``a`` against ``b`` across test tasks, per fine-tuning (scheme, rank)."""
+    """Method ``a`` against ``b`` across test tasks, per fine-tuning (scheme, rank).
+
+    Each task's difference is averaged over the seeds both methods have
+    (:func:`difference_table`), so a seed one method lacks, a part still running, does not
+    make the comparison unpaired; ``n_tasks`` counts the tasks with all those seeds.
+    """
     from scipy import stats
 
-    means = task_means(records)
     out = []
     for scheme, rank in dict.fromkeys((r["scheme"], r["rank"]) for r in records):
-        if (a, scheme, rank) not in means or (b, scheme, rank) not in means:
+        tasks, _, table = difference_table(records, a, b, scheme, rank)
+        if not table.size:
             continue
-        tasks, diff = task_differences(means, a, b, scheme, rank)
-        wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+        diff = table.mean(axis=1)
+        # A tie is a difference within rounding of 0: hits@1 is k / n on a task's n held-out
+        # examples (the same for both methods and every seed), so a nonzero seed-mean
+        # difference is at least 1 / (S n), far above _TIE for any realistic S and n, while
+        # seeds that cancel (+1/n, -1/n) leave about 1e-17, which `diff < 0` counted as a loss.
+        wins, losses = int((diff > _TIE).sum()), int((diff < -_TIE).sum())
         t_stat = p_t = None
         ci: list[float] | None = None
         if len(tasks) > 1 and np.ptp(diff) > 0:

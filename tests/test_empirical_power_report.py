@@ -252,6 +252,44 @@ def test_report_coverage_rows_and_answer():
     assert report["parts"][2]["differs_from_protocol"] == ["n_candidates"]
 
 
+def test_a_seed_one_method_lacks_waits_for_its_pair():
+    """SR's seed 2 committed before LoRA-ML's: the comparison stays the paired one on seeds
+    0 and 1 (before, each method was averaged over its own seeds and the seeds were counted
+    as 3)."""
+    rng = np.random.default_rng(5)
+    records = _records(rng, 0.05, 0.1, 40, 3)
+    both = [r for r in records if r["seed"] < 2]
+    sr_only = [r for r in records if r["seed"] == 2 and r["method"] == "sr"]
+    for r in sr_only:
+        r["hits_at_1"] += 0.5  # would move the comparison by 1/6 if it entered
+    paired = PW.power_report([_part(both)])["rows"][0]
+    report = PW.power_report([_part(both), _part(sr_only)])
+    (row,) = report["rows"]
+    assert report["coverage"]["present"] == 5
+    assert row["n_seeds"] == 2 and row["n_tasks"] == 40
+    for key in ("mean_diff", "sd", "t"):
+        assert row[key] == pytest.approx(paired[key], rel=1e-12)
+    assert row["crossed"]["mean"] == pytest.approx(paired["crossed"]["mean"], rel=1e-12)
+    assert "2 seed(s)" in report["answer"]
+
+
+def test_seeds_that_cancel_are_a_tie_not_a_loss():
+    """hits 1 and 7 of 23 for one method, 2 and 6 for the other: the seed means are equal,
+    but ((1/23 - 2/23) + (7/23 - 6/23)) / 2 is 1.4e-17 in floating point, a win to `d > 0`."""
+    from loraml.empirical.report import paired_comparison
+
+    records = [
+        dict(method=m, scheme="lora", rank=8, task=t, seed=s, hits_at_1=h / 23)
+        for t, hits in (("tie", ((1, 7), (2, 6))), ("win", ((9, 8), (9, 7))))
+        for m, by_seed in zip(("lora-ml", "sr"), hits, strict=True)
+        for s, h in enumerate(by_seed)
+    ]
+    d = PW.difference_table(records, "lora-ml", "sr", "lora", 8)[2].mean(axis=1)
+    assert d[0] != 0  # the rounding the tolerance is for
+    (row,) = paired_comparison(records, "lora-ml", "sr")
+    assert (row["wins"], row["losses"], row["ties"]) == (1, 0, 1)
+
+
 def test_reptile_of_one_batching_mode_stands_for_the_other():
     """POWER.md's saving: the interleaved mode need not rerun Reptile."""
     rng = np.random.default_rng(8)

@@ -203,6 +203,19 @@ def primary_row(report: dict[str, Any]) -> dict[str, Any]:
     return next(r for r in report["rows"] if r["role"] == "primary")
 
 
+def cpu_pair(r: dict[str, Any], against: str, scheme: str) -> tuple[str, ...]:
+    """The committed cpu run's LoRA-ML minus ``against``, recomputed from its records (not the
+    run-time ``paired`` field, which predates the tie fix): mean, wins, losses, ties, paired t p."""
+    from loraml.empirical.report import paired_comparison
+
+    (p,) = (p for p in paired_comparison(r["records"], "lora-ml", against) if p["scheme"] == scheme)
+    return (
+        f"{100 * p['mean_diff']:+.1f}",
+        *(str(p[k]) for k in ("wins", "losses", "ties")),
+        f"{p['p_t']:.2g}",
+    )
+
+
 def convex_rows(v: dict[str, Any]) -> list[str]:
     """The README's convex table rows, one per grid cell."""
     rows = []
@@ -931,6 +944,20 @@ QUOTES: list[Quote] = [
             ("last-layer-ml", "Last-layer-ML"),
             ("reptile", "Reptile"),
         )
+    ],
+    Quote(
+        "empirical",
+        "| SR | {} points ({} wins / {} losses / {} tie; paired t p = {}) | {} ({} / {} / {}; "
+        "p = {}) |",
+        lambda r: (*cpu_pair(r, "sr", "lora"), *cpu_pair(r, "sr", "head")),
+    ),
+    *[
+        Quote(
+            "empirical",
+            f"| {label} | " + "{} ({} / {} / {}; p = {}) | " * 2,
+            lambda r, m=method: (*cpu_pair(r, m, "lora"), *cpu_pair(r, m, "head")),
+        )
+        for method, label in (("last-layer-ml", "last-layer-ML"), ("reptile", "Reptile"))
     ],
     # Beyond the paper, covariance: unequal N_t
     Quote(
