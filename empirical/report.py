@@ -182,7 +182,7 @@ def paired_comparison(
         wins, losses = int((diff > _TIE).sum()), int((diff < -_TIE).sum())
         t_stat = p_t = None
         ci: list[float] | None = None
-        if len(tasks) > 1 and np.ptp(diff) > 0:
+        if len(tasks) > 1 and np.ptp(diff) > _TIE:
             res = stats.ttest_1samp(diff, 0.0)  # = ttest_rel(a, b): the same d = a - b
             t_stat, p_t = _finite(res.statistic), _finite(res.pvalue)
             half = stats.t.ppf(0.975, len(tasks) - 1) * diff.std(ddof=1) / math.sqrt(len(tasks))
