@@ -332,9 +332,42 @@ def power_report(runs: list[dict[str, Any]], names: list[str] | None = None) -> 
             "of": len(protocol),
             "outside_protocol": len(outside | (present - protocol)),
         },
+        "remaining": [list(p) for p in remaining_parts((present | shared) & protocol)],
         "rows": rows,
         "answer": _answer(next((r for r in rows if r["role"] == "primary"), None)),
     }
+
+
+def remaining_parts(covered: set[tuple[str, int, str]]) -> list[tuple[str, int, str]]:
+    """The protocol's (method, seed, batching) parts not in ``covered``, in POWER.md's order.
+
+    The order is POWER.md's ("Progress"): per-task SR and LoRA-ML seed by seed (the primary
+    comparison), then per-task last-layer-ML and Reptile, then the interleaved mode. Reptile's
+    interleaved parts are left out: its per-task part stands for them
+    (:func:`loraml.empirical.report.share_batching_free`).
+
+    Examples
+    --------
+    >>> done = {(m, s, "per-task") for m in ("sr", "lora-ml") for s in (0, 1)}
+    >>> remaining_parts(done)[:3]
+    [('sr', 2, 'per-task'), ('lora-ml', 2, 'per-task'), ('sr', 3, 'per-task')]
+    >>> len(remaining_parts(done))
+    31
+    """
+
+    def stage(method: str, batching: str) -> int:
+        if batching != "per-task":
+            return 2
+        return 0 if method in ("sr", "lora-ml") else 1
+
+    missing = [
+        (m, s, b)
+        for m in POWER_METHODS
+        for s in POWER_SEEDS
+        for b in POWER_MODES
+        if (m, s, b) not in covered and not (m == "reptile" and b != "per-task")
+    ]
+    return sorted(missing, key=lambda p: (stage(p[0], p[2]), p[1], _method_order(p[0])))
 
 
 def _method_order(method: str) -> int:
@@ -428,6 +461,7 @@ def render_power_markdown(report: dict[str, Any]) -> str:
             else ""
         ),
         "",
+        *_remaining_lines(report.get("remaining", [])),
         "## Answer",
         "",
         report["answer"] or "The primary comparison is not among these runs.",
@@ -465,6 +499,25 @@ def render_power_markdown(report: dict[str, Any]) -> str:
             )
     lines += ["", "![per-task differences](results.png)", ""]
     return "\n".join(lines)
+
+
+def _remaining_lines(remaining: list[list[Any]]) -> list[str]:
+    """What is left to run, as commands, in POWER.md's order (two at a time on two cores)."""
+    if not remaining:
+        return []
+    lines = [
+        f"Still to run, {len(remaining)} parts in POWER.md's order (one part a command; "
+        "commit each folder's `results.*` as `empirical/results/power/<batching>-<method>-"
+        "s<seed>/` when it finishes):",
+        "",
+        "```bash",
+    ]
+    for method, seed, batching in remaining:
+        lines.append(
+            f"loraml empirical run --preset power --batching {batching} --methods {method} "
+            f"--seeds {seed} --threads 1 --out runs/power-{batching}-{method}-s{seed}"
+        )
+    return lines + ["```", ""]
 
 
 def _crossed_lines(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[str]:

@@ -290,6 +290,40 @@ def test_seeds_that_cancel_are_a_tie_not_a_loss():
     assert (row["wins"], row["losses"], row["ties"]) == (1, 0, 1)
 
 
+def test_remaining_parts_follow_power_md_and_skip_what_reptile_lends():
+    everything = {
+        (m, s, b) for m in PW.POWER_METHODS for s in PW.POWER_SEEDS for b in PW.POWER_MODES
+    }
+    todo = PW.remaining_parts(set())
+    assert len(todo) == len(set(todo)) == 35  # POWER.md: 35 runs for the protocol's 40 parts
+    assert set(todo) == everything - {("reptile", s, "interleaved") for s in PW.POWER_SEEDS}
+    # POWER.md's order: the primary comparison seed by seed, the per-task baselines, interleaved
+    assert todo[:4] == [
+        ("sr", 0, "per-task"),
+        ("lora-ml", 0, "per-task"),
+        ("sr", 1, "per-task"),
+    ] + [("lora-ml", 1, "per-task")]
+    stages = [
+        0 if b == "per-task" and m in ("sr", "lora-ml") else 1 + (b != "per-task")
+        for m, _, b in todo
+    ]
+    assert stages == sorted(stages) and stages.count(0) == 10 and stages.count(2) == 15
+    assert PW.remaining_parts(everything) == []
+    # a run of per-task Reptile leaves nothing of Reptile to run in either mode
+    reptile = {("reptile", s, "per-task") for s in PW.POWER_SEEDS}
+    assert not any(m == "reptile" for m, _, _ in PW.remaining_parts(reptile))
+    # the report lists the commands of what is left
+    rng = np.random.default_rng(4)
+    report = PW.power_report([_part(_records(rng, 0.05, 0.1, 10, 2))])
+    assert len(report["remaining"]) == 31
+    text = PW.render_power_markdown(report)
+    assert "Still to run, 31 parts" in text
+    assert (
+        "loraml empirical run --preset power --batching per-task --methods sr --seeds 2 "
+        "--threads 1 --out runs/power-per-task-sr-s2" in text
+    )
+
+
 def test_reptile_of_one_batching_mode_stands_for_the_other():
     """POWER.md's saving: the interleaved mode need not rerun Reptile."""
     rng = np.random.default_rng(8)
