@@ -913,6 +913,25 @@ QUOTES: list[Quote] = [
     Quote("empirical-power", "{}", lambda r: (r["answer"],)),
     Quote(
         "empirical-power",
+        "2-core VM, {}-{} h each",
+        lambda r: tuple(
+            f"{p['wall_seconds'] / 3600:.1f}"
+            for p in (
+                min(r["parts"], key=lambda p: p["wall_seconds"]),
+                max(r["parts"], key=lambda p: p["wall_seconds"]),
+            )
+        ),
+    ),
+    Quote(
+        "empirical-power",
+        "(per-seed means {} points)",
+        lambda r: (
+            ", ".join(f"{100 * m:+.1f}" for m in primary_row(r)["crossed"]["seed_means"][:-1])
+            + f" and {100 * primary_row(r)['crossed']['seed_means'][-1]:+.1f}",
+        ),
+    ),
+    Quote(
+        "empirical-power",
         "the per-task differences\nhave a standard deviation of {} points, where POWER.md's "
         "variance model predicted {} for {}\nseeds; with the measured spread this design "
         "detects {} points with power 0.8",
