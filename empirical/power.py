@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 
 from loraml.empirical.report import (
+    BATCHING_FREE,
     METHOD_NAMES,
+    PRIMARY,
     _method_label,
     _scheme_label,
     analysis,
@@ -355,17 +357,19 @@ def remaining_parts(covered: set[tuple[str, int, str]]) -> list[tuple[str, int, 
     31
     """
 
+    against, _, _, first_mode = PRIMARY
+
     def stage(method: str, batching: str) -> int:
-        if batching != "per-task":
+        if batching != first_mode:
             return 2
-        return 0 if method in ("sr", "lora-ml") else 1
+        return 0 if method in ("lora-ml", against) else 1
 
     missing = [
         (m, s, b)
         for m in POWER_METHODS
         for s in POWER_SEEDS
         for b in POWER_MODES
-        if (m, s, b) not in covered and not (m == "reptile" and b != "per-task")
+        if (m, s, b) not in covered and not (m in BATCHING_FREE and b != first_mode)
     ]
     return sorted(missing, key=lambda p: (stage(p[0], p[2]), p[1], _method_order(p[0])))
 
