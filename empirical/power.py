@@ -42,6 +42,7 @@ from loraml.empirical.report import (
     analysis_table,
     difference_table,
     merge_runs,
+    run_wall_seconds,
     save_figure,
     share_batching_free,
     write_text,
@@ -287,7 +288,7 @@ def power_report(runs: list[dict[str, Any]], names: list[str] | None = None) -> 
                 "n_candidates": cfg.get("n_candidates"),
                 "model": cfg.get("model"),
                 "device": cfg.get("device_used"),
-                "wall_seconds": results.get("wall_seconds"),
+                "wall_seconds": run_wall_seconds(results),
                 "differs_from_protocol": differ,
             }
         )
@@ -452,6 +453,15 @@ def render_power_markdown(report: dict[str, Any]) -> str:
             f"{', '.join(p['differs_from_protocol']) or 'nothing'} |"
         )
     lines += [
+        "",
+        "Wall time: the whole part over every invocation (a run killed and resumed counts "
+        "both, `wall.json`)"
+        + (
+            "; `-` where a part was resumed in a directory whose earlier invocations "
+            "predate that record."
+            if any(p["wall_seconds"] is None for p in report["parts"])
+            else "."
+        ),
         "",
         f"These hold {cover['present']} of the protocol's {cover['of']} (method, seed, "
         f"batching) parts ({len(POWER_METHODS)} methods x {len(POWER_SEEDS)} seeds x "

@@ -428,6 +428,9 @@ def build_results(
     records: list[dict[str, Any]],
     timing: list[dict[str, Any]],
     wall_seconds: float,
+    *,
+    wall_total: float | None = None,
+    invocations: int = 1,
 ) -> dict[str, Any]:
     """Assemble the content of ``results.json``.
 
@@ -442,6 +445,11 @@ def build_results(
         ``seconds`` and ``examples`` (training examples processed).
     wall_seconds : float
         Wall time of the invocation that wrote the results (a resumed run: only its own part).
+    wall_total : float or None
+        Wall time over all the run's invocations (:class:`loraml.empirical.state.WallLedger`);
+        None where earlier invocations were not recorded.
+    invocations : int
+        How many invocations ``wall_total`` sums.
     """
     best = best_epoch_records(records)
     return {
@@ -465,6 +473,8 @@ def build_results(
             if t["stage"] == "retrain" and "selected_epoch" in t
         ],
         "wall_seconds": wall_seconds,
+        "wall_seconds_total": wall_total,
+        "invocations": invocations,
     }
 
 
@@ -563,11 +573,36 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"torch {v.get('torch')}, transformers {v.get('transformers')}, peft "
-        f"{v.get('peft')}, Python {v.get('python')}; wall time of the last invocation "
-        f"{results['wall_seconds']:.0f} s.",
+        f"{v.get('peft')}, Python {v.get('python')}; {_wall_sentence(results)}",
         "",
     ]
     return "\n".join(lines)
+
+
+def run_wall_seconds(results: dict[str, Any]) -> float | None:
+    """Wall seconds the whole run cost: ``wall_seconds_total`` (all invocations), None where
+    earlier invocations were not recorded, and for results written before the ledger existed
+    ``wall_seconds`` (the invocation that wrote them)."""
+    if "wall_seconds_total" in results:
+        total = results["wall_seconds_total"]
+        return None if total is None else float(total)
+    return float(results["wall_seconds"])
+
+
+def _wall_sentence(results: dict[str, Any]) -> str:
+    last = f"{results['wall_seconds']:.0f} s"
+    if "wall_seconds_total" not in results:
+        return f"wall time of the last invocation {last}."
+    n = results.get("invocations", 1)
+    total = results["wall_seconds_total"]
+    if total is None:
+        return (
+            f"wall time of the last invocation {last}; earlier invocations' wall time was not "
+            "recorded (the run directory predates `wall.json`)."
+        )
+    if n == 1:
+        return f"wall time {total:.0f} s."
+    return f"wall time {total:.0f} s over {n} invocations (the last {last})."
 
 
 def analysis_table(

@@ -14,6 +14,8 @@ Resumability. The run directory holds ``config.json`` (a rerun must use the same
 and per seed: ``retrain-<method>.ckpt.pt`` after every retraining epoch (model, optimizer,
 scheduler, torch RNG states, epoch), ``base-<method>.pt`` once retraining is done (the retrained
 encoder, adapters and heads discarded), and ``finetune-<method>.json`` after every fine-tuned task.
+``wall.json`` counts the wall time of every invocation (:class:`WallLedger`), so a resumed run
+still reports what the whole run cost.
 Checkpoints hold tensors and plain data only, load with ``torch.load(weights_only=True)`` and
 carry a SHA-256 checksum file beside them (:func:`save_checkpoint`, :func:`load_checkpoint`).
 A NaN or infinite loss, gradient, parameter or held-out score stops the run with
@@ -74,6 +76,7 @@ from loraml.empirical.parallel import Workers, launched_world_size
 from loraml.empirical.state import (
     _WHAT_TO_RUN,
     CheckpointError,
+    WallLedger,
     _check_config,
     _check_data,
     _check_tasks,
@@ -137,6 +140,7 @@ __all__ = [
     # re-exported from loraml.empirical.state
     "_WHAT_TO_RUN",
     "CheckpointError",
+    "WallLedger",
     "_check_config",
     "_check_data",
     "_check_tasks",
@@ -218,6 +222,7 @@ def run_experiment(
     wall0 = time.perf_counter()
     _check_config(out, cfg, write=False)
     workers = Workers.from_env(cfg.device)
+    ledger: WallLedger | None = None
     try:
         device = workers.device or resolve_device(cfg.device)
         split = split if split is not None else load_split(cfg)
@@ -240,6 +245,7 @@ def run_experiment(
             _check_data(out, data_record, write=True)
             _check_tasks(out, split, source, write=True)
             _check_config(out, cfg, write=True)
+        ledger = WallLedger(out, write=workers.main, t0=wall0).start()
         ctx = _Context(
             cfg,
             split,
@@ -295,12 +301,21 @@ def run_experiment(
         }
         if workers.world > 1:
             config["processes"] = workers.world
-        results = report.build_results(config, records, timing, time.perf_counter() - wall0)
+        results = report.build_results(
+            config,
+            records,
+            timing,
+            time.perf_counter() - wall0,
+            wall_total=ledger.total(),
+            invocations=ledger.invocations,
+        )
         if workers.main:
             report.write_results(results, out)
         workers.barrier()
         return results
     finally:
+        if ledger is not None:
+            ledger.close()
         workers.close()
 
 

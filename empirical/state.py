@@ -10,9 +10,12 @@ a rerun in the same directory use the same settings, tasks and prepared data
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +106,126 @@ def write_json(obj: object, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
+
+
+class WallLedger:
+    """The wall time a run directory has cost over all its invocations, kept in ``wall.json``.
+
+    A long run is often killed (end of a session, a machine taken back) and resumed with the
+    same command, so the wall time of the last invocation says little about the run. The ledger
+    appends one entry per invocation, ``{"started": ISO time (UTC), "seconds": ...}``, and a
+    background thread rewrites it every ``interval`` seconds, so a process killed with SIGKILL
+    loses at most ``interval`` seconds of its count. A directory that already held seed
+    directories when its first ledger was opened was run by code without the ledger (or the file
+    was deleted): its total is then unknown (:meth:`total` returns None), never guessed.
+
+    Parameters
+    ----------
+    out : Path
+        The run directory (it exists).
+    interval : float
+        Seconds between two rewrites of ``wall.json``.
+    write : bool
+        False in every process but the main one of a multi-process run: the ledger then only
+        times this invocation.
+    t0 : float, optional
+        ``time.perf_counter()`` at which this invocation began (default: when it is started).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> with tempfile.TemporaryDirectory() as d, WallLedger(Path(d)) as ledger:
+    ...     pass
+    >>> ledger.invocations, ledger.total() is not None
+    (1, True)
+    """
+
+    FILE = "wall.json"
+
+    def __init__(
+        self,
+        out: Path,
+        *,
+        interval: float = 60.0,
+        write: bool = True,
+        t0: float | None = None,
+    ) -> None:
+        self.path = Path(out) / self.FILE
+        self.interval = interval
+        self.write = write
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._beat, name="wall-ledger", daemon=True)
+        self._earlier: list[dict[str, Any]] = []
+        self.unrecorded = False
+        try:
+            stored = json.loads(self.path.read_text())
+            self._earlier = [
+                {"started": str(e["started"]), "seconds": float(e["seconds"])}
+                for e in stored["invocations"]
+            ]
+            self.unrecorded = bool(stored.get("earlier_unrecorded", False))
+        except FileNotFoundError:
+            self.unrecorded = any(p.is_dir() and any(p.iterdir()) for p in Path(out).glob("seed*"))
+        except (OSError, ValueError, TypeError, KeyError):
+            # an unreadable ledger: the time it held is unknown, not an error of the run
+            self._earlier, self.unrecorded = [], True
+        now = time.perf_counter()
+        self._t0 = now if t0 is None else t0
+        ago = datetime.timedelta(seconds=now - self._t0)
+        started = datetime.datetime.now(datetime.timezone.utc) - ago
+        self._started = started.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def start(self) -> WallLedger:
+        """Record this invocation and keep its entry current until :meth:`close`."""
+        self._save()
+        if self.write:
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Write this invocation's final count and stop the background thread."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._save()
+
+    def __enter__(self) -> WallLedger:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._save()
+
+    @property
+    def seconds(self) -> float:
+        """Wall seconds of this invocation so far."""
+        return time.perf_counter() - self._t0
+
+    @property
+    def invocations(self) -> int:
+        """Invocations the ledger counts, this one included."""
+        return len(self._earlier) + 1
+
+    def total(self) -> float | None:
+        """Wall seconds over all invocations, or None where earlier ones were not recorded."""
+        if self.unrecorded:
+            return None
+        return sum(e["seconds"] for e in self._earlier) + self.seconds
+
+    def _save(self) -> None:
+        if not self.write:
+            return
+        entry = {"started": self._started, "seconds": round(self.seconds, 3)}
+        with self._lock:
+            write_json(
+                {"earlier_unrecorded": self.unrecorded, "invocations": [*self._earlier, entry]},
+                self.path,
+            )
 
 
 def _rng_state() -> dict[str, Any]:

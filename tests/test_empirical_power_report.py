@@ -273,6 +273,26 @@ def test_a_seed_one_method_lacks_waits_for_its_pair():
     assert "2 seed(s)" in report["answer"]
 
 
+def test_part_wall_time_counts_every_invocation_and_never_guesses():
+    """A part killed and resumed reports its whole wall time (``wall_seconds_total``), one
+    resumed in a directory whose earlier invocations were not recorded reports none, and results
+    written before the ledger existed keep their single invocation's wall time."""
+    rng = np.random.default_rng(7)
+    records = _records(rng, 0.05, 0.1, 40, 1)
+    sr = _part([r for r in records if r["method"] == "sr"])
+    ml = _part([r for r in records if r["method"] == "lora-ml"])
+    ml.update(wall_seconds=148.0, wall_seconds_total=9000.0, invocations=2)
+    report = PW.power_report([sr, ml], ["sr-part", "ml-part"])
+    assert [p["wall_seconds"] for p in report["parts"]] == [3600.0, 9000.0]
+    text = PW.render_power_markdown(report)
+    assert "| 1.00 |" in text and "| 2.50 |" in text and "`-` where" not in text
+    ml.update(wall_seconds_total=None)
+    report = PW.power_report([sr, ml], ["sr-part", "ml-part"])
+    assert [p["wall_seconds"] for p in report["parts"]] == [3600.0, None]
+    text = PW.render_power_markdown(report)
+    assert "| - |" in text and "`-` where a part was resumed" in text
+
+
 def test_seeds_that_cancel_are_a_tie_not_a_loss():
     """hits 1 and 7 of 23 for one method, 2 and 6 for the other: the seed means are equal,
     but ((1/23 - 2/23) + (7/23 - 6/23)) / 2 is 1.4e-17 in floating point, a win to `d > 0`."""

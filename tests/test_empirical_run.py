@@ -84,6 +84,53 @@ def test_killed_run_resumes_to_identical_results(tmp_path, stop_at, method):
     assert any(not torch.equal(start[k], v) for k, v in a["encoder"].items())
 
 
+def test_resumed_run_reports_the_wall_time_of_all_its_invocations(tmp_path):
+    cfg = _small(methods=("sr",), head_only=False)
+    out = tmp_path / "run"
+    with pytest.raises(RunInterrupted):
+        run_experiment(cfg, [0], out, progress=False, budget=StepBudget(4))
+    first = json.loads((out / "wall.json").read_text())["invocations"]
+    assert len(first) == 1 and first[0]["seconds"] > 0  # written by the interrupted run too
+    results = run_experiment(cfg, [0], out, progress=False)
+    ledger = json.loads((out / "wall.json").read_text())
+    assert ledger["earlier_unrecorded"] is False
+    assert [e["seconds"] for e in ledger["invocations"][:1]] == [first[0]["seconds"]]
+    assert results["invocations"] == 2
+    assert results["wall_seconds_total"] == pytest.approx(
+        first[0]["seconds"] + results["wall_seconds"], abs=0.01
+    )
+    md = (out / "results.md").read_text()
+    assert f"over 2 invocations (the last {results['wall_seconds']:.0f} s)" in md
+    # a directory resumed without its ledger (made by older code): the total is unknown
+    (out / "wall.json").unlink()
+    again = run_experiment(cfg, [0], out, progress=False)
+    assert again["wall_seconds_total"] is None and again["wall_seconds"] > 0
+    assert "earlier invocations' wall time was not recorded" in (out / "results.md").read_text()
+
+
+def test_wall_ledger_keeps_its_count_current_while_running(tmp_path):
+    import time
+
+    (tmp_path / "seed0").mkdir()  # an empty seed directory holds no earlier work
+    ledger = R.WallLedger(tmp_path, interval=0.02).start()
+    time.sleep(0.3)
+    on_disk = json.loads((tmp_path / "wall.json").read_text())  # what a SIGKILL would leave
+    assert on_disk["invocations"][0]["seconds"] >= 0.1
+    ledger.close()
+    assert ledger.total() == pytest.approx(ledger.seconds, abs=0.05)
+    # an unreadable ledger: the earlier time is unknown, the file is rewritten, the run goes on
+    (tmp_path / "wall.json").write_text("{not json")
+    with R.WallLedger(tmp_path) as again:
+        pass
+    assert again.total() is None and again.invocations == 1
+    assert json.loads((tmp_path / "wall.json").read_text())["earlier_unrecorded"] is True
+    # a process other than the main one of a multi-process run writes nothing
+    (tmp_path / "wall.json").unlink()
+    with R.WallLedger(tmp_path, write=False) as quiet:
+        pass
+    assert not (tmp_path / "wall.json").exists() and quiet.total() is not None
+
+
 def test_tiny_preset_end_to_end_and_report_rebuilds_identically(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["empirical", "run", "--preset", "tiny", "--out", str(out), "--no-progress"])

@@ -203,6 +203,12 @@ def primary_row(report: dict[str, Any]) -> dict[str, Any]:
     return next(r for r in report["rows"] if r["role"] == "primary")
 
 
+def _timed(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The powered report's parts whose whole wall time is known (not resumed in a directory
+    whose earlier invocations predate ``wall.json``)."""
+    return [p for p in parts if p["wall_seconds"] is not None]
+
+
 def cpu_pair(r: dict[str, Any], against: str, scheme: str) -> tuple[str, ...]:
     """The committed cpu run's LoRA-ML minus ``against``, recomputed from its records (not the
     run-time ``paired`` field, which predates the tie fix): mean, wins, losses, ties, paired t p."""
@@ -917,8 +923,8 @@ QUOTES: list[Quote] = [
         lambda r: tuple(
             f"{p['wall_seconds'] / 3600:.1f}"
             for p in (
-                min(r["parts"], key=lambda p: p["wall_seconds"]),
-                max(r["parts"], key=lambda p: p["wall_seconds"]),
+                min(_timed(r["parts"]), key=lambda p: p["wall_seconds"]),
+                max(_timed(r["parts"]), key=lambda p: p["wall_seconds"]),
             )
         ),
     ),
