@@ -938,6 +938,16 @@ QUOTES: list[Quote] = [
     ),
     Quote(
         "empirical-power",
+        "seed-to-seed standard deviation is {} points\n(the seeds' mean square, {}, is below "
+        "the residual's, {}:",
+        lambda r: (
+            f"{100 * primary_row(r)['crossed']['sd_seed']:.1f}",
+            f"{primary_row(r)['crossed']['ms_seed']:.4f}",
+            f"{primary_row(r)['crossed']['ms_error']:.4f}",
+        ),
+    ),
+    Quote(
+        "empirical-power",
         "the per-task differences\nhave a standard deviation of {} points, where POWER.md's "
         "variance model predicted {} for {}\nseeds; with the measured spread this design "
         "detects {} points with power 0.8",
