@@ -2,7 +2,10 @@
 
 Each measurement runs in a fresh worker process (peak memory on CPU is the process's peak
 resident set size, which only grows, so methods cannot share a process); workers alternate
-SR, LoRA-ML, SR, LoRA-ML, ... for ``--rounds`` rounds. A step is a full retraining step:
+SR, LoRA-ML, SR, LoRA-ML, ... for ``--rounds`` rounds. ``--batching`` lays the batches out as
+a run does: ``interleaved`` (every batch mixes the tasks, the default) or ``per-task`` (one task
+a batch, tasks in turn, as ``--preset paper`` and ``--preset power`` retrain; only the present
+task's adapter and head rows move). A step is a full retraining step:
 tokenising the batch, forward over B*K (context, candidate) pairs, K-way cross-entropy, backward,
 gradient clipping, AdamW. A worker reports the median of its ``--steps`` timed steps (after one
 warm-up step), in wall-clock seconds and in CPU seconds of the process (with one torch thread the
@@ -32,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -77,6 +81,7 @@ def worker(args: argparse.Namespace) -> dict:
         n_test=1,
         n_candidates=args.candidates,
         max_length=args.max_length,
+        batching=args.batching,
     )
     split = load_split(cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -85,7 +90,8 @@ def worker(args: argparse.Namespace) -> dict:
         cfg, split, PairTokenizer(tokenizer, args.max_length), device, StepBudget(), False
     )
     sizes = [len(t.train) for t in split.retrain]
-    order = M.interleaved_batches(sizes, args.batch_size, np.random.default_rng(0))
+    layout = M.per_task_batches if args.batching == "per-task" else M.interleaved_batches
+    order = layout(sizes, args.batch_size, np.random.default_rng(0))
     order = (order * (1 + (args.steps + 1) // len(order)))[: args.steps + 1]
     batches = [
         ([split.retrain[t].train[i] for t, i in items], [t for t, _ in items]) for items in order
@@ -103,15 +109,20 @@ def worker(args: argparse.Namespace) -> dict:
         generator=torch.Generator().manual_seed(0),
     ).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler = _optimizer(params, 5e-5, ctx, 10 * len(batches))
-    _step(model, *batches[0], optimizer, scheduler, ctx)  # warm-up (allocations, optimizer state)
+    # per-task batching: the present task's rows of the per-task parameters move, no others
+    rows = M.task_parameters(model) if args.batching == "per-task" else []
+    optimizer, scheduler = _optimizer(params, 5e-5, ctx, 10 * len(batches), task_params=rows)
+    step = functools.partial(
+        _step, optimizer=optimizer, scheduler=scheduler, ctx=ctx, where="bench"
+    )
+    step(model, *batches[0])  # warm-up (allocations, optimizer state)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     times, cpu_times = [], []
     for batch in batches[1:]:
         t0, c0 = time.perf_counter(), time.process_time()
-        _step(model, *batch, optimizer, scheduler, ctx)  # tokenising the batch included
+        step(model, *batch)  # tokenising the batch included
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
@@ -122,13 +133,13 @@ def worker(args: argparse.Namespace) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        _step(model, *batches[1], optimizer, scheduler, ctx)
+        step(model, *batches[1])
     if args.profile is not None:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for batch in batches[1:3]:
-                _step(model, *batch, optimizer, scheduler, ctx)
+                step(model, *batch)
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
         args.profile.mkdir(parents=True, exist_ok=True)
         (args.profile / f"profile-{args.worker}.txt").write_text(table + "\n")
@@ -146,6 +157,7 @@ def worker(args: argparse.Namespace) -> dict:
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "pairs_per_step": int(encoded.input_ids.shape[0]),
+        "tasks_per_batch": max(len(set(ids)) for _, ids in batches[1:]),
         "tokens_per_pair": int(encoded.input_ids.shape[1]),
     }
 
@@ -159,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidates", type=int, default=8)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--batching",
+        choices=["interleaved", "per-task"],
+        default="interleaved",
+        help="batches mixing the tasks, or one task a batch (the paper preset's)",
+    )
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--dropout", type=float, default=0.1, help="adapter and head dropout")

@@ -95,3 +95,32 @@ def test_benchmarks_readme_quotes_the_quick_figures_timing():
     ]
     missing = [q for q in quoted if q not in readme]
     assert not missing, f"benchmarks/README.md does not quote {missing} from {path.name}"
+
+
+@pytest.mark.empirical
+@pytest.mark.parametrize("batching", ["interleaved", "per-task"])
+def test_empirical_benchmark_worker_measures_the_batching_it_is_given(batching):
+    """The benchmark's worker runs a retraining step as a run does (it broke once when the step's
+    signature changed): per-task batches hold one task, interleaved ones several; LoRA-ML's step
+    costs more matrix-product FLOPs than SR's, by less than its adapters' share bounds."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_empirical", ROOT / "benchmarks" / "bench_empirical.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    common = dict(
+        model="tiny", data="tiny", tasks=3, candidates=4, max_length=16, batch_size=4, rank=2,
+        steps=2, dropout=0.1, threads=1, profile=None, batching=batching,
+    )  # fmt: skip
+    sr, ml = (bench.worker(argparse.Namespace(**common, worker=m)) for m in ("sr", "lora-ml"))
+    assert sr["tasks_per_batch"] == ml["tasks_per_batch"]
+    assert (sr["tasks_per_batch"] == 1) == (batching == "per-task")
+    assert sr["pairs_per_step"] == ml["pairs_per_step"] == 4 * 4
+    assert sr["flops_per_step"] < ml["flops_per_step"] < 1.5 * sr["flops_per_step"]
+    assert ml["trainable_params"] > sr["trainable_params"]
