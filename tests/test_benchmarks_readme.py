@@ -97,6 +97,45 @@ def test_benchmarks_readme_quotes_the_quick_figures_timing():
     assert not missing, f"benchmarks/README.md does not quote {missing} from {path.name}"
 
 
+def test_benchmarks_readme_quotes_the_k20_measurements_and_the_experiments_own_rates():
+    """The K = 20 section: both layouts' JSON, the profiles' totals, and LoRA-ML / SR retraining
+    rates recomputed from the committed powered parts."""
+    readme = " ".join((ROOT / "benchmarks" / "README.md").read_text().split())
+    results = ROOT / "benchmarks" / "results"
+    for batching in ("per-task", "interleaved"):
+        r = json.loads((results / f"empirical_cpu_k20_{batching}.json").read_text())
+        assert f"{r['command']} --json benchmarks/results/empirical_cpu_k20_{batching}.json" in (
+            readme
+        )
+        rounds = ", ".join(f"{x:.2f}" for x in r["cpu_speed_ratios_per_round"])
+        row = (
+            f"| {r['median_examples_per_cpu_s']['sr']:.2f} "
+            f"| {r['median_examples_per_cpu_s']['lora-ml']:.2f} "
+            f"| **{r['cpu_speed_ratio_lora_ml_over_sr']:.2f}x** ({rounds}) "
+            f"| {r['speed_ratio_lora_ml_over_sr']:.2f}x "
+            f"| {r['peak_mib']['sr']:.0f} / {r['peak_mib']['lora-ml']:.0f} MiB "
+            f"| {r['memory_ratio_lora_ml_over_sr']:.2f}x |"
+        )
+        assert row in readme, row
+        assert f"The FLOP bound is {r['flop_bound_speed_ratio']:.3f} in both" in readme
+    totals = []
+    for method in ("lora-ml", "sr"):
+        text = (results / f"profile-k20-per-task-{method}.txt").read_text()
+        totals.append(float(text.split("Self CPU time total: ")[1].split("s")[0]))
+    assert f"Self CPU time was {totals[0]:.1f} s against {totals[1]:.1f} s" in readme
+    assert f"Of the {totals[0] - totals[1]:.1f} s difference" in readme
+    power = ROOT / "empirical" / "results" / "power"
+    ratios = []
+    for seed in range(4):
+        rate = {}
+        for method in ("sr", "lora-ml"):
+            r = json.loads((power / f"per-task-{method}-s{seed}" / "results.json").read_text())
+            (row,) = [t for t in r["throughput"] if t["stage"] == "retrain"]
+            rate[method] = row["examples"] / row["seconds"]
+        ratios.append(f"{rate['lora-ml'] / rate['sr']:.2f}")
+    assert f"LoRA-ML / SR = {', '.join(ratios)} for seeds 0 to 3" in readme
+
+
 @pytest.mark.empirical
 @pytest.mark.parametrize("batching", ["interleaved", "per-task"])
 def test_empirical_benchmark_worker_measures_the_batching_it_is_given(batching):
