@@ -173,6 +173,7 @@ class WallLedger:
             self._earlier, self.unrecorded = [], True
         now = time.perf_counter()
         self._t0 = now if t0 is None else t0
+        self._t1: float | None = None  # set by close(): the count stops there
         ago = datetime.timedelta(seconds=now - self._t0)
         started = datetime.datetime.now(datetime.timezone.utc) - ago
         self._started = started.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -189,6 +190,8 @@ class WallLedger:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        if self._t1 is None:
+            self._t1 = time.perf_counter()
         self._save()
 
     def __enter__(self) -> WallLedger:
@@ -203,8 +206,8 @@ class WallLedger:
 
     @property
     def seconds(self) -> float:
-        """Wall seconds of this invocation so far."""
-        return time.perf_counter() - self._t0
+        """Wall seconds of this invocation so far (until :meth:`close`)."""
+        return (time.perf_counter() if self._t1 is None else self._t1) - self._t0
 
     @property
     def invocations(self) -> int:
