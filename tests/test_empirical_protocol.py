@@ -257,3 +257,33 @@ def test_excluded_task_is_never_chosen_and_the_next_largest_take_its_place(tmp_p
         ["persona-exact-1", "persona-exact-2"],
     )
     assert PRESETS["paper"].exclude_tasks == ("persona-0",) and PRESETS["cpu"].exclude_tasks == ()
+
+
+def test_head_only_epochs_score_held_out_features_bit_for_bit_as_evaluate(monkeypatch):
+    """Head-only fine-tuning scores the held-out examples from features computed once; each
+    epoch's scores equal, bit for bit, what a fresh forward pass (:func:`evaluate`'s) gives."""
+    from loraml.empirical.model import PairScorer
+
+    ctx = _ctx(PRESETS["tiny"])
+    task = ctx.split.test[0]
+    original = PairScorer.score_pooled
+    checks: list[bool] = []
+    inside = []
+
+    def spy(self, pooled, batch):
+        scores = original(self, pooled, batch)
+        if not self.training and not inside:
+            inside.append(True)
+            try:
+                fresh = self(batch).float()  # the encoder run again on the batch
+            finally:
+                inside.pop()
+            checks.append(torch.equal(scores.float(), fresh))
+        return scores
+
+    monkeypatch.setattr(PairScorer, "score_pooled", spy)
+    state = load_encoder("tiny")[0].state_dict()
+    rec = R.finetune(state, "head", 0, task, (0, "sr", "head", 0, 0), ctx)
+    n_batches = -(-len(task.eval) // ctx.cfg.eval_batch_size)
+    assert checks == [True] * (ctx.cfg.ft_epochs * n_batches)
+    assert len(rec["hits_by_epoch"]) == ctx.cfg.ft_epochs
