@@ -305,7 +305,7 @@ def run_experiment(
             config,
             records,
             timing,
-            time.perf_counter() - wall0,
+            ledger.seconds,
             wall_total=ledger.total(),
             invocations=ledger.invocations,
         )

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from loraml.empirical.data import Example, Task, TaskSplit
+    from loraml.empirical.model import PairBatch
 
 
 class RunInterrupted(RuntimeError):
@@ -533,6 +534,21 @@ def finetune(
     }
 
 
+@torch.no_grad()
+def _frozen_features(
+    model: PairScorer, examples: Sequence[Example], ctx: _Context
+) -> list[tuple[torch.Tensor, PairBatch]]:
+    """(first-token states, batch) of ``examples``, batch by batch as :func:`evaluate` cuts
+    them, from the model in its current mode (head-only fine-tuning: eval, frozen encoder)."""
+    out = []
+    for i in range(0, len(examples), ctx.cfg.eval_batch_size):
+        chunk = examples[i : i + ctx.cfg.eval_batch_size]
+        batch = _batch(ctx, chunk, [0] * len(chunk))
+        with _autocast(ctx):
+            out.append((model.pooled(batch), batch))
+    return out
+
+
 def _train_head(
     model: PairScorer,
     train: Sequence[Example],
@@ -555,26 +571,15 @@ def _train_head(
     """
     cfg = ctx.cfg
     t0 = time.perf_counter()
-    feats, labels = [], []
     model.eval()
-    with torch.no_grad():
-        for i in range(0, len(train), cfg.eval_batch_size):
-            chunk = train[i : i + cfg.eval_batch_size]
-            batch = _batch(ctx, chunk, [0] * len(chunk))
-            with _autocast(ctx):
-                pooled = model.pooled(batch).float()
-            feats.append(pooled.view(batch.size, batch.n_candidates, -1))
-            labels.append(batch.labels)
-    features, targets = torch.cat(feats), torch.cat(labels)
+    encoded = _frozen_features(model, train, ctx)
+    features = torch.cat(
+        [pooled.float().view(batch.size, batch.n_candidates, -1) for pooled, batch in encoded]
+    )
+    targets = torch.cat([batch.labels for _, batch in encoded])
     k = features.shape[1]
     seconds = time.perf_counter() - t0
-    held_out = []  # (pooled, batch) per evaluation batch, outside the training seconds
-    with torch.no_grad():
-        for i in range(0, len(task.eval), cfg.eval_batch_size):
-            chunk = task.eval[i : i + cfg.eval_batch_size]
-            batch = _batch(ctx, chunk, [0] * len(chunk))
-            with _autocast(ctx):
-                held_out.append((model.pooled(batch), batch))
+    held_out = _frozen_features(model, task.eval, ctx)  # outside the training seconds
     for epoch in range(cfg.ft_epochs):
         t0 = time.perf_counter()
         model.heads.train()
