@@ -61,7 +61,7 @@ class TaskRowAdamW(torch.optim.AdamW):
     >>> opt.step()
     >>> w[0].tolist(), w[2].tolist()  # tasks 0 and 2 were absent
     ([1.0, 1.0], [1.0, 1.0])
-    >>> round(float(w[1, 0]), 4)  # 1 * (1 - 0.1 * 0.01) - 0.1
+    >>> round(w[1, 0].item(), 4)  # 1 * (1 - 0.1 * 0.01) - 0.1
     0.899
     """
 

@@ -14,6 +14,10 @@ Resumability. The run directory holds ``config.json`` (a rerun must use the same
 and per seed: ``retrain-<method>.ckpt.pt`` after every retraining epoch (model, optimizer,
 scheduler, torch RNG states, epoch), ``base-<method>.pt`` once retraining is done (the retrained
 encoder, adapters and heads discarded), and ``finetune-<method>.json`` after every fine-tuned task.
+Each fine-tuning record carries the digest of the encoder it was fine-tuned from
+(``base_sha256``, :func:`encoder_digest`), and a rerun refuses records that do not match the
+retrained encoder beside them (records copied to a machine that retrained anew), before any
+work where that encoder already exists.
 ``wall.json`` counts the wall time of every invocation (:class:`WallLedger`), so a resumed run
 still reports what the whole run cost.
 Checkpoints hold tensors and plain data only, load with ``torch.load(weights_only=True)`` and
@@ -84,6 +88,8 @@ from loraml.empirical.state import (
     _read_digests,
     _rng_state,
     _set_rng_state,
+    check_finetune_records,
+    encoder_digest,
     load_checkpoint,
     save_checkpoint,
     write_json,
@@ -245,6 +251,7 @@ def run_experiment(
             _check_data(out, data_record, write=True)
             _check_tasks(out, split, source, write=True)
             _check_config(out, cfg, write=True)
+        _check_resumed(out, seeds, cfg.methods)
         ledger = WallLedger(out, write=workers.main, t0=wall0).start()
         ctx = _Context(
             cfg,
@@ -319,6 +326,19 @@ def run_experiment(
         workers.close()
 
 
+def _check_resumed(out: Path, seeds: Sequence[int], methods: Sequence[str]) -> None:
+    """Before any work, refuse fine-tuning records that do not belong to the retrained encoder
+    beside them (:func:`check_finetune_records`); bases not retrained yet are checked by
+    :func:`_finetune_all` once they exist."""
+    for seed in seeds:
+        for method in methods:
+            base = out / f"seed{seed}" / f"base-{method}.pt"
+            done_path = base.with_name(f"finetune-{method}.json")
+            if base.exists() and done_path.exists():
+                digest = encoder_digest(load_checkpoint(base)["encoder"])
+                check_finetune_records(json.loads(done_path.read_text()), digest, done_path)
+
+
 def _finetune_all(
     encoder_state: dict[str, torch.Tensor], method: str, seed: int, seed_dir: Path, ctx: _Context
 ) -> list[dict[str, Any]]:
@@ -331,6 +351,8 @@ def _finetune_all(
     workers = ctx.workers
     done_path = seed_dir / f"finetune-{method}.json"
     done = json.loads(done_path.read_text()) if done_path.exists() else []
+    digest = encoder_digest(encoder_state)
+    check_finetune_records(done, digest, done_path)
     have = {(r["scheme"], r["rank"], r["task"]) for r in done}
     jobs = [
         (scheme, rank, index, task)
@@ -353,6 +375,7 @@ def _finetune_all(
                 "rank": rank,
                 "task": task.name,
                 "seed": seed,
+                "base_sha256": digest,
                 **rec,
             }
         new = [r for r in workers.gather(record) if r is not None]

@@ -11,6 +11,7 @@ a rerun in the same directory use the same settings, tasks and prepared data
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import sys
@@ -24,7 +25,7 @@ import torch
 from loraml.empirical.config import RunConfig, _sha256
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from loraml.empirical.data import Task, TaskSplit
 
@@ -99,6 +100,81 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} does not hold a checkpoint dict; delete it")
     return obj
+
+
+def encoder_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of an encoder's weights: each tensor's name, dtype, shape and bytes, by name.
+
+    Unlike a checkpoint file's checksum it names the content, not one serialization of it, so
+    two retrainings that produced the same weights bit for bit have the same digest wherever
+    they were saved. Fine-tuning records carry the digest of the encoder they were fine-tuned
+    from (``base_sha256``; :func:`check_finetune_records`).
+
+    Parameters
+    ----------
+    state : mapping of str to torch.Tensor
+        A state dict (any dtype, any device).
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+
+    Examples
+    --------
+    >>> a = {"w": torch.zeros(2, 3), "b": torch.ones(3)}
+    >>> encoder_digest(a) == encoder_digest({"b": torch.ones(3), "w": torch.zeros(2, 3)})
+    True
+    >>> encoder_digest(a) == encoder_digest({"w": torch.zeros(3, 2), "b": torch.ones(3)})
+    False
+    """
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}\0{t.dtype}\0{tuple(state[name].shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_finetune_records(records: Sequence[dict[str, Any]], digest: str, path: Path) -> None:
+    """Refuse fine-tuning records that were fine-tuned from another encoder than ``digest``.
+
+    A run resumes by fine-tuning only the tasks without a record in ``path``
+    (``finetune-<method>.json``). Those records are valid only if the retrained encoder is,
+    bit for bit, the one they came from; that holds in the directory they were written in, but
+    not for records copied to a directory that retrains anew on another machine or software.
+    Records written before the field existed carry no ``base_sha256`` and cannot be checked;
+    they are accepted as before.
+
+    Parameters
+    ----------
+    records : sequence of dict
+        The records read from ``path``.
+    digest : str
+        :func:`encoder_digest` of the retrained encoder the run fine-tunes from.
+    path : Path
+        Where the records were read (named in the error).
+
+    Raises
+    ------
+    ValueError
+        One line naming ``path``, the two digests and the fix (delete ``path``).
+
+    Examples
+    --------
+    >>> records = [{"task": "persona-1", "base_sha256": "a" * 64}, {"task": "persona-2"}]
+    >>> check_finetune_records(records, "a" * 64, Path("finetune-sr.json"))  # the same encoder
+    >>> check_finetune_records(records, "b" * 64, Path("finetune-sr.json"))
+    Traceback (most recent call last):
+    ValueError: finetune-sr.json holds records fine-tuned from another retrained encoder ...
+    """
+    other = sorted({r["base_sha256"] for r in records if r.get("base_sha256", digest) != digest})
+    if other:
+        raise ValueError(
+            f"{path} holds records fine-tuned from another retrained encoder (sha256 "
+            f"{other[0][:12]}; this one is {digest[:12]}): delete {path.name} to fine-tune "
+            "every task from this encoder"
+        )
 
 
 def write_json(obj: object, path: Path) -> None:

@@ -108,6 +108,60 @@ def test_resumed_run_reports_the_wall_time_of_all_its_invocations(tmp_path):
     assert "earlier invocations' wall time was not recorded" in (out / "results.md").read_text()
 
 
+def test_resume_refuses_records_fine_tuned_from_another_encoder(tmp_path):
+    # tiny: retraining is steps 1-6, then 2 test tasks x 2 epochs x 1 batch; a budget of 9
+    # stops in the second task, after the first task's record is written
+    from loraml.empirical.state import encoder_digest, load_checkpoint, save_checkpoint
+
+    cfg = _small(methods=("sr",), head_only=False)
+    out = tmp_path / "run"
+    with pytest.raises(RunInterrupted):
+        run_experiment(cfg, [0], out, progress=False, budget=StepBudget(9))
+    done_path = out / "seed0" / "finetune-sr.json"
+    base_path = out / "seed0" / "base-sr.pt"
+    records = json.loads(done_path.read_text())
+    base = load_checkpoint(base_path)
+    assert len(records) == 1
+    assert records[0]["base_sha256"] == encoder_digest(base["encoder"])
+
+    # the records beside another retrained encoder (copied to a machine that retrained anew):
+    # refused before any work, the records untouched
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("config.json", "tasks.json", "data.json"):
+        (moved / name).write_bytes((out / name).read_bytes())
+    (moved / "seed0").mkdir()
+    (moved / "seed0" / done_path.name).write_bytes(done_path.read_bytes())
+    other = {k: v.clone() for k, v in base["encoder"].items()}
+    name = next(iter(other))
+    other[name].view(-1)[0] += 1e-3
+    save_checkpoint({**base, "encoder": other}, moved / "seed0" / base_path.name)
+    before = done_path.read_bytes()
+    with pytest.raises(ValueError, match="fine-tuned from another retrained encoder") as err:
+        run_experiment(cfg, [0], moved, progress=False)
+    assert "delete finetune-sr.json" in str(err.value) and "\n" not in str(err.value)
+    assert (moved / "seed0" / done_path.name).read_bytes() == before
+    assert not (moved / "wall.json").exists()  # refused before the run started counting
+
+    # a base not retrained yet is checked once retraining has made it
+    (moved / "seed0" / base_path.name).unlink()
+    (moved / "seed0" / (base_path.name + ".sha256")).unlink()
+    forged = [{**r, "base_sha256": "0" * 64} for r in records]
+    (moved / "seed0" / done_path.name).write_text(json.dumps(forged))
+    with pytest.raises(ValueError, match="sha256 000000000000"):
+        run_experiment(cfg, [0], moved, progress=False)
+    assert json.loads((moved / "seed0" / done_path.name).read_text()) == forged
+
+    # records from before the field existed cannot be checked and are taken as before; the
+    # resumed run matches an uninterrupted one
+    legacy = [{k: v for k, v in r.items() if k != "base_sha256"} for r in records]
+    done_path.write_text(json.dumps(legacy))
+    resumed = run_experiment(cfg, [0], out, progress=False)
+    full = run_experiment(cfg, [0], tmp_path / "full", progress=False)
+    assert _hits(resumed) == _hits(full)
+    assert [r.get("base_sha256") for r in resumed["records"]] == [None, records[0]["base_sha256"]]
+
+
 def test_wall_ledger_keeps_its_count_current_while_running(tmp_path):
     import time
 
