@@ -120,7 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=PRESET_NAMES,
         required=True,
         help="tiny: seconds, for tests; cpu: MiniLM offline check (~30 min a seed "
-        "on 2 cores); power: the powered MiniLM protocol of empirical/results/POWER.md (40 "
+        "on one core); power: the powered MiniLM protocol of empirical/results/POWER.md (40 "
         "unseen tasks, 5 seeds: days of CPU, see --dry-run); paper: roberta-base on ConvAI2 "
         "(GPU)",
     )
