@@ -289,6 +289,7 @@ def power_report(runs: list[dict[str, Any]], names: list[str] | None = None) -> 
                 "model": cfg.get("model"),
                 "device": cfg.get("device_used"),
                 "wall_seconds": run_wall_seconds(results),
+                "software": {k: results.get("versions", {}).get(k) for k in SOFTWARE},
                 "differs_from_protocol": differ,
             }
         )
@@ -339,6 +340,87 @@ def power_report(runs: list[dict[str, Any]], names: list[str] | None = None) -> 
         "rows": rows,
         "answer": _answer(next((r for r in rows if r["role"] == "primary"), None)),
     }
+
+
+#: The libraries whose versions the report lists per part (they compute the numbers).
+SOFTWARE = ("torch", "transformers", "peft")
+
+
+def software_lines(parts: list[dict[str, Any]]) -> list[str]:
+    """The libraries the parts ran on, and whether every comparison is within one set of them.
+
+    Parts made on different machines may have run on different library versions (a fresh
+    environment takes the newest allowed release). A paired difference compares two parts of
+    one seed; where those two ran on the same versions, a version change between seeds is one
+    more seed-to-seed difference (inside the "Seeds random too" interval), and the sentence
+    says so; where a seed's parts differ, it names them.
+
+    Parameters
+    ----------
+    parts : list of dict
+        :func:`power_report`'s ``parts`` (``name``, ``seeds``, ``batching``, ``software``).
+
+    Returns
+    -------
+    list of str
+        One paragraph (a single line); empty when no part records its versions.
+
+    Examples
+    --------
+    >>> parts = [
+    ...     {"name": "a-s0", "seeds": [0], "batching": "per-task",
+    ...      "software": {"torch": "2.13.0", "transformers": "5.24.0", "peft": "0.21.2"}},
+    ...     {"name": "b-s0", "seeds": [0], "batching": "per-task",
+    ...      "software": {"torch": "2.13.0", "transformers": "5.24.0", "peft": "0.21.2"}},
+    ...     {"name": "a-s1", "seeds": [1], "batching": "per-task",
+    ...      "software": {"torch": "2.13.0", "transformers": "5.25.0", "peft": "0.21.2"}},
+    ... ]
+    >>> print(software_lines(parts)[0])  # doctest: +NORMALIZE_WHITESPACE
+    Software: torch 2.13.0 and peft 0.21.2 in every part; transformers 5.24.0 (a-s0, b-s0) and
+    5.25.0 (a-s1). Each seed's parts ran on the same versions, so every paired difference
+    compares like with like; the change between seeds is one more seed-to-seed difference.
+    """
+    known = [p for p in parts if any(p.get("software", {}).values())]
+    if not known:
+        return []
+    same, differ = [], []
+    for lib in SOFTWARE:
+        by_version: dict[str, list[str]] = {}
+        for p in known:
+            by_version.setdefault(str(p["software"].get(lib)), []).append(p["name"])
+        if len(by_version) == 1:
+            same.append(f"{lib} {next(iter(by_version))}")
+        else:
+            differ.append(
+                f"{lib} "
+                + " and ".join(f"{v} ({', '.join(names)})" for v, names in by_version.items())
+            )
+    text = "Software: " + _and(same) + (" in every part" if same else "")
+    if not differ:
+        return [text + "."]
+    text += ("; " if same else "") + "; ".join(differ) + "."
+    groups: dict[tuple[int, str], set[tuple[Any, ...]]] = {}
+    for p in known:
+        for seed in p["seeds"]:
+            key = (seed, p["batching"])
+            groups.setdefault(key, set()).add(tuple(p["software"].get(k) for k in SOFTWARE))
+    mixed = sorted(f"seed {s} ({b})" for (s, b), v in groups.items() if len(v) > 1)
+    if mixed:
+        text += (
+            f" Parts of {', '.join(mixed)} ran on different versions: their paired "
+            "differences mix the two."
+        )
+    else:
+        text += (
+            " Each seed's parts ran on the same versions, so every paired difference compares "
+            "like with like; the change between seeds is one more seed-to-seed difference."
+        )
+    return [text]
+
+
+def _and(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return ", ".join(items[:-1]) + (" and " if len(items) > 1 else "") + items[-1] if items else ""
 
 
 def remaining_parts(covered: set[tuple[str, int, str]]) -> list[tuple[str, int, str]]:
@@ -463,6 +545,7 @@ def render_power_markdown(report: dict[str, Any]) -> str:
             else "."
         ),
         "",
+        *[x for line in software_lines(report["parts"]) for x in (line, "")],
         f"These hold {cover['present']} of the protocol's {cover['of']} (method, seed, "
         f"batching) parts ({len(POWER_METHODS)} methods x {len(POWER_SEEDS)} seeds x "
         f"{len(POWER_MODES)} batching modes)"

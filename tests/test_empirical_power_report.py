@@ -293,6 +293,37 @@ def test_part_wall_time_counts_every_invocation_and_never_guesses():
     assert "| - |" in text and "`-` where a part was resumed" in text
 
 
+def test_report_names_the_library_versions_and_whether_a_seed_mixes_them():
+    """Parts of other machines may run on other releases: the report lists each library's
+    versions by part, says a change between seeds is a seed-level difference, and names a seed
+    whose two parts differ (their paired differences mix the versions)."""
+    rng = np.random.default_rng(3)
+    records = _records(rng, 0.05, 0.1, 40, 2)
+    parts, names = [], []
+    for method in ("sr", "lora-ml"):
+        for seed in (0, 1):
+            part = _part([r for r in records if r["method"] == method and r["seed"] == seed])
+            part["versions"] = {
+                "torch": "2.13.0",
+                "transformers": f"5.2{4 + seed}.0",
+                "peft": "0.21",
+            }
+            parts.append(part)
+            names.append(f"{method}-s{seed}")
+    text = PW.render_power_markdown(PW.power_report(parts, names))
+    assert (
+        "Software: torch 2.13.0 and peft 0.21 in every part; transformers 5.24.0 (sr-s0, "
+        "lora-ml-s0) and 5.25.0 (sr-s1, lora-ml-s1). Each seed's parts ran on the same versions"
+    ) in text
+    parts[3]["versions"] = {**parts[3]["versions"], "transformers": "5.24.0"}  # lora-ml-s1
+    text = PW.render_power_markdown(PW.power_report(parts, names))
+    assert "transformers 5.24.0 (sr-s0, lora-ml-s0, lora-ml-s1) and 5.25.0 (sr-s1)" in text
+    assert "Parts of seed 1 (per-task) ran on different versions" in text
+    for part in parts:  # results written without versions: no line rather than a guess
+        part["versions"] = {}
+    assert "Software:" not in PW.render_power_markdown(PW.power_report(parts, names))
+
+
 def test_seeds_that_cancel_are_a_tie_not_a_loss():
     """hits 1 and 7 of 23 for one method, 2 and 6 for the other: the seed means are equal,
     but ((1/23 - 2/23) + (7/23 - 6/23)) / 2 is 1.4e-17 in floating point, a win to `d > 0`."""
