@@ -939,6 +939,17 @@ QUOTES: list[Quote] = [
     Quote("empirical-power", "{}", lambda r: (r["answer"],)),
     Quote(
         "empirical-power",
+        "Seeds 0-2 ran on transformers {} and seeds 3-4, on a new\nVM, on {};",
+        lambda r: tuple(
+            # every part of those seeds: a mixed range would read "5.24.0/5.25.0"
+            "/".join(
+                sorted({p["software"]["transformers"] for p in r["parts"] if p["seeds"][0] in s})
+            )
+            for s in ((0, 1, 2), (3, 4))
+        ),
+    ),
+    Quote(
+        "empirical-power",
         "2-core VM, {}-{} h each",
         lambda r: tuple(
             f"{p['wall_seconds'] / 3600:.1f}"
