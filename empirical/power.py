@@ -351,9 +351,10 @@ def software_lines(parts: list[dict[str, Any]]) -> list[str]:
 
     Parts made on different machines may have run on different library versions (a fresh
     environment takes the newest allowed release). A paired difference compares two parts of
-    one seed; where those two ran on the same versions, a version change between seeds is one
+    one seed; where all parts of each seed ran on the same versions (both batching modes, since
+    Reptile's part of one mode stands for the other's), a version change between seeds is one
     more seed-to-seed difference (inside the "Seeds random too" interval), and the sentence
-    says so; where a seed's parts differ, it names them.
+    says so; where a seed's parts differ, it names the seed.
 
     Parameters
     ----------
@@ -399,16 +400,16 @@ def software_lines(parts: list[dict[str, Any]]) -> list[str]:
     if not differ:
         return [text + "."]
     text += ("; " if same else "") + "; ".join(differ) + "."
-    groups: dict[tuple[int, str], set[tuple[Any, ...]]] = {}
+    # by seed across batching modes too: Reptile's part of one mode stands for the other's
+    groups: dict[int, set[tuple[Any, ...]]] = {}
     for p in known:
         for seed in p["seeds"]:
-            key = (seed, p["batching"])
-            groups.setdefault(key, set()).add(tuple(p["software"].get(k) for k in SOFTWARE))
-    mixed = sorted(f"seed {s} ({b})" for (s, b), v in groups.items() if len(v) > 1)
+            groups.setdefault(seed, set()).add(tuple(p["software"].get(k) for k in SOFTWARE))
+    mixed = [f"seed {s}" for s, v in sorted(groups.items()) if len(v) > 1]
     if mixed:
         text += (
-            f" Parts of {', '.join(mixed)} ran on different versions: their paired "
-            "differences mix the two."
+            f" The parts of {_and(mixed)} ran on different versions: a paired difference "
+            "between two of them mixes the versions."
         )
     else:
         text += (
@@ -420,7 +421,9 @@ def software_lines(parts: list[dict[str, Any]]) -> list[str]:
 
 def _and(items: list[str]) -> str:
     """``a``, ``a and b``, ``a, b and c``."""
-    return ", ".join(items[:-1]) + (" and " if len(items) > 1 else "") + items[-1] if items else ""
+    if len(items) < 2:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def remaining_parts(covered: set[tuple[str, int, str]]) -> list[tuple[str, int, str]]:

@@ -318,7 +318,7 @@ def test_report_names_the_library_versions_and_whether_a_seed_mixes_them():
     parts[3]["versions"] = {**parts[3]["versions"], "transformers": "5.24.0"}  # lora-ml-s1
     text = PW.render_power_markdown(PW.power_report(parts, names))
     assert "transformers 5.24.0 (sr-s0, lora-ml-s0, lora-ml-s1) and 5.25.0 (sr-s1)" in text
-    assert "Parts of seed 1 (per-task) ran on different versions" in text
+    assert "The parts of seed 1 ran on different versions" in text
     for part in parts:  # results written without versions: no line rather than a guess
         part["versions"] = {}
     assert "Software:" not in PW.render_power_markdown(PW.power_report(parts, names))
