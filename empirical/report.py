@@ -231,6 +231,32 @@ def throughput(timing: list[dict[str, Any]]) -> list[dict[str, Any]]:
 #: The methods LoRA-ML is compared with, in this order, where a run has them.
 _BASELINES = ("sr", "last-layer-ml", "reptile")
 
+
+def lora_ml_comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """LoRA-ML against each baseline the records hold (in :data:`_BASELINES`' order), per
+    fine-tuning: :func:`paired_comparison`'s rows, as ``results.json``'s ``paired`` keeps them.
+
+    Parameters
+    ----------
+    records : list of dict
+        hits@1 records (``method``, ``scheme``, ``rank``, ``task``, ``seed``, ``hits_at_1``).
+
+    Returns
+    -------
+    list of dict
+        One row per (baseline present, fine-tuning scheme and rank).
+
+    Examples
+    --------
+    >>> recs = [dict(method=m, scheme="lora", rank=8, task=f"t{t}", seed=0, hits_at_1=h)
+    ...         for t in range(3) for m, h in (("sr", 0.2), ("lora-ml", 0.3 + 0.1 * t))]
+    >>> [(p["b"], p["wins"]) for p in lora_ml_comparisons(recs)]
+    [('sr', 3)]
+    """
+    methods = {r["method"] for r in records}
+    return [p for b in _BASELINES if b in methods for p in paired_comparison(records, "lora-ml", b)]
+
+
 #: The primary comparison of the powered protocol (``empirical/results/POWER.md``): LoRA-ML
 #: against this method, fine-tuning (scheme, rank), retraining batching.
 PRIMARY = ("sr", "lora", 8, "per-task")
@@ -410,13 +436,10 @@ def analysis(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for results in share_batching_free(merge_runs(runs)):
         batching = results["config"].get("batching", "interleaved")
-        methods = {r["method"] for r in results["records"]}
-        for baseline in _BASELINES:
-            if baseline in methods:
-                for p in paired_comparison(results["records"], "lora-ml", baseline):
-                    key = (p["b"], p["scheme"], p["rank"], batching)
-                    role = "primary" if key == PRIMARY else "secondary"
-                    rows.append({**p, "batching": batching, "role": role})
+        for p in lora_ml_comparisons(results["records"]):
+            key = (p["b"], p["scheme"], p["rank"], batching)
+            role = "primary" if key == PRIMARY else "secondary"
+            rows.append({**p, "batching": batching, "role": role})
     secondary = [r["p_t"] if r["role"] == "secondary" else None for r in rows]
     for r, adjusted in zip(rows, holm(secondary), strict=True):
         r["p_holm"] = r["p_t"] if r["role"] == "primary" else adjusted
@@ -459,12 +482,7 @@ def build_results(
         "summary": summarize(records),
         # optimistic: each task's best fine-tuning epoch chosen on its test dialogues
         "summary_best_epoch": summarize(best) if len(best) == len(records) else [],
-        "paired": [
-            p
-            for baseline in _BASELINES
-            if baseline in {r["method"] for r in records}
-            for p in paired_comparison(records, "lora-ml", baseline)
-        ],
+        "paired": lora_ml_comparisons(records),
         "throughput": throughput(timing),
         # retraining_selection="best": the epoch each (method, seed) kept, hits@1 per epoch
         "retraining_selection": [
