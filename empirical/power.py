@@ -45,6 +45,7 @@ from loraml.empirical.report import (
     run_wall_seconds,
     save_figure,
     share_batching_free,
+    version_history,
     write_text,
 )
 
@@ -277,6 +278,8 @@ def power_report(runs: list[dict[str, Any]], names: list[str] | None = None) -> 
         batching = cfg.get("batching", "interleaved")
         have = sorted({(r["method"], r["seed"]) for r in results["records"]})
         differ = sorted(k for k, v in POWER_SETTINGS.items() if cfg.get(k) != v)
+        history = version_history(results, SOFTWARE) if "versions" in results else {}
+        software = {k: " then ".join(history.get(k, [])) or None for k in SOFTWARE}
         (outside if differ else present).update((m, s, batching) for m, s in have)
         parts.append(
             {
@@ -289,7 +292,8 @@ def power_report(runs: list[dict[str, Any]], names: list[str] | None = None) -> 
                 "model": cfg.get("model"),
                 "device": cfg.get("device_used"),
                 "wall_seconds": run_wall_seconds(results),
-                "software": {k: results.get("versions", {}).get(k) for k in SOFTWARE},
+                "software": software,
+                "software_mixed": any(len(v) > 1 for v in history.values()),
                 "differs_from_protocol": differ,
             }
         )
@@ -354,12 +358,14 @@ def software_lines(parts: list[dict[str, Any]]) -> list[str]:
     one seed; where all parts of each seed ran on the same versions (both batching modes, since
     Reptile's part of one mode stands for the other's), a version change between seeds is one
     more seed-to-seed difference (inside the "Seeds random too" interval), and the sentence
-    says so; where a seed's parts differ, it names the seed.
+    says so; where a seed's parts differ, or a part was resumed under other versions
+    (``software_mixed``; its versions read "a then b"), it names them.
 
     Parameters
     ----------
     parts : list of dict
-        :func:`power_report`'s ``parts`` (``name``, ``seeds``, ``batching``, ``software``).
+        :func:`power_report`'s ``parts`` (``name``, ``seeds``, ``batching``, ``software``,
+        optionally ``software_mixed``).
 
     Returns
     -------
@@ -397,15 +403,28 @@ def software_lines(parts: list[dict[str, Any]]) -> list[str]:
                 + " and ".join(f"{v} ({', '.join(names)})" for v, names in by_version.items())
             )
     text = "Software: " + _and(same) + (" in every part" if same else "")
-    if not differ:
-        return [text + "."]
-    text += ("; " if same else "") + "; ".join(differ) + "."
+    text += ("; " if same and differ else "") + "; ".join(differ) + "."
+    resumed = [p["name"] for p in known if p.get("software_mixed")]
+    if resumed:
+        text += (
+            f" {_and(resumed)} "
+            + (
+                "was resumed under other versions: its"
+                if len(resumed) == 1
+                else "were resumed under other versions: their"
+            )
+            + " own records mix them."
+        )
+    if not differ and not resumed:
+        return [text]
     # by seed across batching modes too: Reptile's part of one mode stands for the other's
+    # a seed compares like with like where its parts share one set of versions, none mixed
     groups: dict[int, set[tuple[Any, ...]]] = {}
     for p in known:
         for seed in p["seeds"]:
             groups.setdefault(seed, set()).add(tuple(p["software"].get(k) for k in SOFTWARE))
-    mixed = [f"seed {s}" for s, v in sorted(groups.items()) if len(v) > 1]
+    in_resumed = {s for p in known if p.get("software_mixed") for s in p["seeds"]}
+    mixed = [f"seed {s}" for s, v in sorted(groups.items()) if len(v) > 1 or s in in_resumed]
     if mixed:
         text += (
             f" The parts of {_and(mixed)} ran on different versions: a paired difference "

@@ -31,6 +31,7 @@ import os
 import platform
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -454,6 +455,7 @@ def build_results(
     *,
     wall_total: float | None = None,
     invocations: int = 1,
+    invocation_versions: list[dict[str, str] | None] | None = None,
 ) -> dict[str, Any]:
     """Assemble the content of ``results.json``.
 
@@ -473,11 +475,17 @@ def build_results(
         None where earlier invocations were not recorded.
     invocations : int
         How many invocations ``wall_total`` sums.
+    invocation_versions : list of (dict or None), optional
+        Each invocation's library versions, in order, this one last (None for an invocation
+        recorded without them); default: this invocation's only. :func:`version_history` reads
+        them.
     """
     best = best_epoch_records(records)
+    current = versions()
     return {
         "config": config,
-        "versions": versions(),
+        "versions": current,
+        "invocation_versions": invocation_versions or [current],
         "records": records,
         "summary": summarize(records),
         # optimistic: each task's best fine-tuning epoch chosen on its test dialogues
@@ -587,14 +595,54 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"| {stage} | {_method_label(t['method'], cfg)} | {t['seconds']:.1f} | "
             f"{t['examples']} | {_num(t['examples_per_s'], '.2f')} |"
         )
-    v = results["versions"]
+    history = version_history(results, ("torch", "transformers", "peft", "python"))
+    used = {lib: " then ".join(vs) for lib, vs in history.items()}
+    mixed = [lib for lib, vs in history.items() if len(vs) > 1]
+    resumed = (
+        f" The run was resumed under other versions of {', '.join(mixed)}: its records mix them."
+        if mixed
+        else ""
+    )
     lines += [
         "",
-        f"torch {v.get('torch')}, transformers {v.get('transformers')}, peft "
-        f"{v.get('peft')}, Python {v.get('python')}; {_wall_sentence(results)}",
+        f"torch {used['torch']}, transformers {used['transformers']}, peft "
+        f"{used['peft']}, Python {used['python']}; {_wall_sentence(results)}{resumed}",
         "",
     ]
     return "\n".join(lines)
+
+
+def version_history(results: dict[str, Any], libs: Sequence[str]) -> dict[str, list[str]]:
+    """The versions of each library a run's invocations used, in order of first use.
+
+    A run killed and resumed on another machine may have computed its records on more than one
+    version of a library; one version in each list means every recorded invocation used the
+    same. Invocations recorded without versions (``wall.json`` entries that predate the field)
+    are not known and not counted; the invocation that wrote the results always is.
+
+    Parameters
+    ----------
+    results : dict
+        The content of ``results.json``.
+    libs : sequence of str
+        The libraries to list (keys of :func:`versions`).
+
+    Returns
+    -------
+    dict of str to list of str
+
+    Examples
+    --------
+    >>> res = {"versions": {"torch": "2.13.0"},
+    ...        "invocation_versions": [None, {"torch": "2.12.1"}, {"torch": "2.13.0"}]}
+    >>> version_history(res, ["torch"])
+    {'torch': ['2.12.1', '2.13.0']}
+    """
+    seen = [v for v in results.get("invocation_versions", []) if v] + [results["versions"]]
+    out: dict[str, list[str]] = {}
+    for lib in libs:
+        out[lib] = list(dict.fromkeys(str(v[lib]) for v in seen if v.get(lib) is not None))
+    return out
 
 
 def run_wall_seconds(results: dict[str, Any]) -> float | None:

@@ -252,7 +252,7 @@ def run_experiment(
             _check_tasks(out, split, source, write=True)
             _check_config(out, cfg, write=True)
         _check_resumed(out, seeds, cfg.methods)
-        ledger = WallLedger(out, write=workers.main, t0=wall0).start()
+        ledger = WallLedger(out, write=workers.main, t0=wall0, versions=report.versions()).start()
         ctx = _Context(
             cfg,
             split,
@@ -315,6 +315,7 @@ def run_experiment(
             ledger.seconds,
             wall_total=ledger.total(),
             invocations=ledger.invocations,
+            invocation_versions=ledger.versions_by_invocation(),
         )
         if workers.main:
             report.write_results(results, out)

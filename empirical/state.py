@@ -189,7 +189,9 @@ class WallLedger:
 
     A long run is often killed (end of a session, a machine taken back) and resumed with the
     same command, so the wall time of the last invocation says little about the run. The ledger
-    appends one entry per invocation, ``{"started": ISO time (UTC), "seconds": ...}``, and a
+    appends one entry per invocation, ``{"started": ISO time (UTC), "seconds": ...}`` (with
+    ``"versions"`` where given: a run resumed on another machine may run on other library
+    versions, and its results then say so), and a
     background thread rewrites it every ``interval`` seconds, so a process killed with SIGKILL
     loses at most ``interval`` seconds of its count. A directory that already held seed
     directories when its first ledger was opened was run by code without the ledger (or the file
@@ -206,6 +208,9 @@ class WallLedger:
         times this invocation.
     t0 : float, optional
         ``time.perf_counter()`` at which this invocation began (default: when it is started).
+    versions : dict of str to str, optional
+        The library versions this invocation runs on (:func:`loraml.empirical.report.versions`),
+        kept in its entry.
 
     Examples
     --------
@@ -226,8 +231,10 @@ class WallLedger:
         interval: float = 60.0,
         write: bool = True,
         t0: float | None = None,
+        versions: dict[str, str] | None = None,
     ) -> None:
         self.path = Path(out) / self.FILE
+        self.versions = versions
         self.interval = interval
         self.write = write
         self._stop = threading.Event()
@@ -239,6 +246,7 @@ class WallLedger:
             stored = json.loads(self.path.read_text())
             self._earlier = [
                 {"started": str(e["started"]), "seconds": float(e["seconds"])}
+                | ({"versions": dict(e["versions"])} if e.get("versions") else {})
                 for e in stored["invocations"]
             ]
             self.unrecorded = bool(stored.get("earlier_unrecorded", False))
@@ -290,6 +298,11 @@ class WallLedger:
         """Invocations the ledger counts, this one included."""
         return len(self._earlier) + 1
 
+    def versions_by_invocation(self) -> list[dict[str, str] | None]:
+        """Each invocation's library versions in order, this one last; None where an entry was
+        written without them (by code that predates the field)."""
+        return [e.get("versions") for e in self._earlier] + [self.versions]
+
     def total(self) -> float | None:
         """Wall seconds over all invocations, or None where earlier ones were not recorded."""
         if self.unrecorded:
@@ -299,7 +312,9 @@ class WallLedger:
     def _save(self) -> None:
         if not self.write:
             return
-        entry = {"started": self._started, "seconds": round(self.seconds, 3)}
+        entry: dict[str, Any] = {"started": self._started, "seconds": round(self.seconds, 3)}
+        if self.versions:
+            entry["versions"] = self.versions
         with self._lock:
             write_json(
                 {"earlier_unrecorded": self.unrecorded, "invocations": [*self._earlier, entry]},

@@ -296,7 +296,8 @@ def test_part_wall_time_counts_every_invocation_and_never_guesses():
 def test_report_names_the_library_versions_and_whether_a_seed_mixes_them():
     """Parts of other machines may run on other releases: the report lists each library's
     versions by part, says a change between seeds is a seed-level difference, and names a seed
-    whose two parts differ (their paired differences mix the versions)."""
+    whose two parts differ (their paired differences mix the versions) and a part resumed
+    under other versions (its own records mix them)."""
     rng = np.random.default_rng(3)
     records = _records(rng, 0.05, 0.1, 40, 2)
     parts, names = [], []
@@ -319,8 +320,23 @@ def test_report_names_the_library_versions_and_whether_a_seed_mixes_them():
     text = PW.render_power_markdown(PW.power_report(parts, names))
     assert "transformers 5.24.0 (sr-s0, lora-ml-s0, lora-ml-s1) and 5.25.0 (sr-s1)" in text
     assert "The parts of seed 1 ran on different versions" in text
+    # seed 1's parts both resumed from the same older transformers: alike, yet each part's
+    # own records mix two versions, which the line says of the parts and of the seed
+    for part in (parts[1], parts[3]):  # sr-s1, lora-ml-s1
+        part["versions"] = {**part["versions"], "transformers": "5.25.0"}
+        part["invocation_versions"] = [None, {**part["versions"], "transformers": "5.24.0"}]
+    text = PW.render_power_markdown(PW.power_report(parts, names))
+    assert (
+        "transformers 5.24.0 (sr-s0, lora-ml-s0) and 5.24.0 then 5.25.0 (sr-s1, lora-ml-s1)" in text
+    )
+    assert "sr-s1 and lora-ml-s1 were resumed under other versions: their own records mix" in text
+    assert "The parts of seed 1 ran on different versions" in text
+    del parts[1]["invocation_versions"]  # sr-s1 on 5.25.0 only: lora-ml-s1 alone mixes
+    text = PW.render_power_markdown(PW.power_report(parts, names))
+    assert "lora-ml-s1 was resumed under other versions: its own records mix them" in text
     for part in parts:  # results written without versions: no line rather than a guess
         part["versions"] = {}
+        part.pop("invocation_versions", None)
     assert "Software:" not in PW.render_power_markdown(PW.power_report(parts, names))
 
 

@@ -91,16 +91,25 @@ def test_resumed_run_reports_the_wall_time_of_all_its_invocations(tmp_path):
         run_experiment(cfg, [0], out, progress=False, budget=StepBudget(4))
     first = json.loads((out / "wall.json").read_text())["invocations"]
     assert len(first) == 1 and first[0]["seconds"] > 0  # written by the interrupted run too
+    # as if the first invocation had run on another machine's transformers
+    tf = report.versions()["transformers"]
+    stored = json.loads((out / "wall.json").read_text())
+    assert stored["invocations"][0]["versions"]["transformers"] == tf
+    stored["invocations"][0]["versions"]["transformers"] = "0.0.1"
+    (out / "wall.json").write_text(json.dumps(stored))
     results = run_experiment(cfg, [0], out, progress=False)
     ledger = json.loads((out / "wall.json").read_text())
     assert ledger["earlier_unrecorded"] is False
     assert [e["seconds"] for e in ledger["invocations"][:1]] == [first[0]["seconds"]]
     assert results["invocations"] == 2
+    assert [v["transformers"] for v in results["invocation_versions"]] == ["0.0.1", tf]
     assert results["wall_seconds_total"] == pytest.approx(
         first[0]["seconds"] + results["wall_seconds"], abs=0.01
     )
     md = (out / "results.md").read_text()
     assert f"over 2 invocations (the last {results['wall_seconds']:.0f} s)" in md
+    assert f"transformers 0.0.1 then {tf}, peft" in md
+    assert "resumed under other versions of transformers: its records mix them" in md
     # a directory resumed without its ledger (made by older code): the total is unknown
     (out / "wall.json").unlink()
     again = run_experiment(cfg, [0], out, progress=False)
