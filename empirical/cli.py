@@ -4,6 +4,7 @@
     loraml empirical run --preset power --batching per-task --dry-run   # tasks, sizes, cost
     loraml empirical report DIR
     loraml empirical analysis DIR [DIR ...] [--json FILE] [--out DIR]  # POWER.md's table, report
+    loraml empirical compare DIR_A DIR_B [--json FILE]  # same records? exit 0 yes, 1 no
 
 torch, transformers and peft are imported inside the subcommand functions only, so
 ``loraml --help`` works without them.
@@ -181,6 +182,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(per-task differences); not a run directory",
     )
     analysis.set_defaults(func=_analysis)
+    compare = sub.add_parser(
+        "compare",
+        help="whether two run directories hold the same hits@1 records (every field but "
+        "seconds, the retrained encoders' digests included) and which settings and library "
+        "versions differ; exit 0 when identical, 1 when not",
+    )
+    compare.add_argument("dir_a", type=Path, help="run directory holding results.json")
+    compare.add_argument("dir_b", type=Path, help="another run directory holding results.json")
+    compare.add_argument("--json", type=Path, help="also write the comparison to this file")
+    compare.set_defaults(func=_compare)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -339,3 +350,34 @@ def _analysis(args: argparse.Namespace) -> int:
         write_power_report(report, args.out)
         print(f"\n{report['answer'] or 'no primary comparison'}\nreport: {args.out}/results.md")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import json
+
+    from loraml.empirical.compare import compare_runs, comparison_lines
+    from loraml.empirical.report import load_results, write_text
+
+    if args.json is not None:
+        from loraml.theory.io import check_output_path
+
+        inputs = [d / "results.json" for d in (args.dir_a, args.dir_b)]
+        try:
+            check_output_path(args.json, inputs=inputs, what="--json")
+        except ValueError as err:
+            raise UsageError(str(err).splitlines()[0]) from None
+    try:
+        runs = [load_results(d) for d in (args.dir_a, args.dir_b)]
+        c = compare_runs(*runs)
+    except ValueError as err:
+        raise UsageError(str(err).splitlines()[0]) from None
+    except (KeyError, TypeError, AttributeError) as err:
+        raise UsageError(
+            f"a results.json of {args.dir_a} or {args.dir_b} is malformed "
+            f"({type(err).__name__}: {err})"
+        ) from None
+    if args.json is not None:
+        named = {"a": str(args.dir_a), "b": str(args.dir_b), **c}
+        write_text(args.json, json.dumps(named, indent=2) + "\n")
+    print("\n".join(comparison_lines(c, str(args.dir_a), str(args.dir_b))))
+    return 0 if c["identical"] else 1
