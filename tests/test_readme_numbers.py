@@ -91,6 +91,11 @@ SOURCES: dict[str, tuple[str, str]] = {
         "figures/output/full/shallow-vary-T.npz",
         "loraml figures shallow-vary-T",
     ),
+    "transformers-check": (
+        "empirical/results/transformers-5.24-5.25/compare.json",
+        "loraml empirical compare empirical/results/transformers-5.24-5.25/transformers-5.24.0 "
+        "empirical/results/transformers-5.24-5.25/transformers-5.25.0 --json FILE",
+    ),
     "empirical-power": (
         "empirical/results/power/analysis.json",
         "loraml empirical analysis empirical/results/power/*-s*/ --out empirical/results/power",
@@ -206,6 +211,36 @@ def convex_total(v: dict[str, Any], method: str, T_min: int) -> tuple[int, int]:
 def primary_row(report: dict[str, Any]) -> dict[str, Any]:
     """The powered report's primary comparison (LoRA-ML against SR, rank 8, per-task)."""
     return next(r for r in report["rows"] if r["role"] == "primary")
+
+
+def software(report: dict[str, Any], methods: tuple[str, ...], seeds: tuple[int, ...]) -> str:
+    """The transformers versions of the powered report's parts of ``methods`` and ``seeds``,
+    joined by "/" where they differ (so a quote of one version fails if a part mixes)."""
+    return "/".join(
+        sorted(
+            {
+                p["software"]["transformers"]
+                for p in report["parts"]
+                if p["seeds"][0] in seeds and p["methods"][0] in methods
+            }
+        )
+    )
+
+
+def power_software(report: dict[str, Any]) -> str:
+    """The powered report's "Software:" line, rebuilt from its parts."""
+    from loraml.empirical.power import software_lines
+
+    return software_lines(report["parts"])[0]
+
+
+def secondary(report: dict[str, Any], against: str) -> dict[str, Any]:
+    """The powered report's LoRA-ML against ``against`` (rank 8, per-task) row."""
+    return next(
+        r
+        for r in report["rows"]
+        if r["b"] == against and r["scheme"] == "lora" and r["batching"] == "per-task"
+    )
 
 
 def _timed(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -939,13 +974,57 @@ QUOTES: list[Quote] = [
     Quote("empirical-power", "{}", lambda r: (r["answer"],)),
     Quote(
         "empirical-power",
-        "Seeds 0-2 ran on transformers {} and seeds 3-4, on a new\nVM, on {};",
-        lambda r: tuple(
-            # every part of those seeds: a mixed range would read "5.24.0/5.25.0"
-            "/".join(
-                sorted({p["software"]["transformers"] for p in r["parts"] if p["seeds"][0] in s})
-            )
-            for s in ((0, 1, 2), (3, 4))
+        "SR and LoRA-ML ran on\ntransformers {} for seeds 0-2 and, on a new VM, on {} for seeds "
+        "3-4, so each of the\nprimary comparison's pairs shares a release; last-layer-ML and "
+        "Reptile ran on {}, so the\nreport flags",
+        lambda r: (
+            *(software(r, ("sr", "lora-ml"), seeds) for seeds in ((0, 1, 2), (3, 4))),
+            software(r, ("last-layer-ml", "reptile"), (0, 1, 2, 3, 4)),
+        ),
+    ),
+    Quote(
+        "empirical-power",
+        "report flags {}'s secondary pairs as mixing releases.",
+        lambda r: (
+            # the report's own flag: the seeds whose parts ran on different releases
+            re.search(r"The parts of (.+?) ran on different versions", power_software(r)).group(1),
+        ),
+    ),
+    Quote(
+        "transformers-check",
+        "gave {} of {}\nrecords equal and {} of {} retrained encoders equal bit for bit",
+        lambda c: (
+            c["records"]["identical"],
+            c["records"]["compared"],
+            c["encoders"]["identical"],
+            c["encoders"]["compared"],
+        ),
+    ),
+    Quote(
+        "transformers-check",
+        "The two releases compute {}\nnumbers on these code paths",
+        lambda c: (
+            "the same" if c["identical"] and c["versions_differ"] == ["transformers"] else "other",
+        ),
+    ),
+    Quote(
+        "empirical-power",
+        "On\nseed {} alone, with rank-8 LoRA fine-tuning, LoRA-ML leads last-layer-ML by {} "
+        "points\n[{}, {}] (Holm p {}) and Reptile by {} points [{}, {}] (Holm p {})",
+        lambda r: (
+            # last-layer-ML's seeds (one, while the README says "alone")
+            ", ".join(
+                str(s) for p in r["parts"] if p["methods"] == ["last-layer-ml"] for s in p["seeds"]
+            ),
+            *(
+                v
+                for b in ("last-layer-ml", "reptile")
+                for v in (
+                    f"{100 * secondary(r, b)['mean_diff']:+.1f}",
+                    *(f"{100 * x:+.1f}" for x in secondary(r, b)["ci95"]),
+                    f"{secondary(r, b)['p_holm']:.2g}",
+                )
+            ),
         ),
     ),
     Quote(
