@@ -417,8 +417,8 @@ def software_lines(parts: list[dict[str, Any]]) -> list[str]:
         )
     if not differ and not resumed:
         return [text]
+    # a seed compares like with like where its parts share one set of versions, none mixed;
     # by seed across batching modes too: Reptile's part of one mode stands for the other's
-    # a seed compares like with like where its parts share one set of versions, none mixed
     groups: dict[int, set[tuple[Any, ...]]] = {}
     for p in known:
         for seed in p["seeds"]:
