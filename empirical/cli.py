@@ -299,20 +299,25 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_json(path: Path | None, dirs: list[Path]) -> None:
+    """Refuse a ``--json`` file that would overwrite an input ``results.json`` (or is no file)."""
+    if path is None:
+        return
+    from loraml.theory.io import check_output_path
+
+    try:
+        check_output_path(path, inputs=[d / "results.json" for d in dirs], what="--json")
+    except ValueError as err:
+        raise UsageError(str(err).splitlines()[0]) from None
+
+
 def _analysis(args: argparse.Namespace) -> int:
     _require(("scipy",), "analysis")
     import json
 
     from loraml.empirical.report import analysis, analysis_table, load_results, write_text
 
-    if args.json is not None:
-        from loraml.theory.io import check_output_path
-
-        inputs = [d / "results.json" for d in args.dirs]
-        try:
-            check_output_path(args.json, inputs=inputs, what="--json")
-        except ValueError as err:
-            raise UsageError(str(err).splitlines()[0]) from None
+    _check_json(args.json, args.dirs)
     if args.out is not None:
         from loraml.theory.io import OutputPathError, check_output_path
 
@@ -358,14 +363,7 @@ def _compare(args: argparse.Namespace) -> int:
     from loraml.empirical.compare import compare_runs, comparison_lines
     from loraml.empirical.report import load_results, write_text
 
-    if args.json is not None:
-        from loraml.theory.io import check_output_path
-
-        inputs = [d / "results.json" for d in (args.dir_a, args.dir_b)]
-        try:
-            check_output_path(args.json, inputs=inputs, what="--json")
-        except ValueError as err:
-            raise UsageError(str(err).splitlines()[0]) from None
+    _check_json(args.json, [args.dir_a, args.dir_b])
     try:
         runs = [load_results(d) for d in (args.dir_a, args.dir_b)]
         c = compare_runs(*runs)
