@@ -977,8 +977,17 @@ QUOTES: list[Quote] = [
     # ---- empirical: the powered protocol's committed parts
     Quote(
         "empirical-power",
-        "they hold {} of the protocol's {} (method, seed, batching) parts",
-        lambda r: (r["coverage"]["present"], r["coverage"]["of"]),
+        "and {} of last-layer-ML and\nReptile: they hold {} of the protocol's {} (method, seed, "
+        "batching) parts",
+        lambda r: (
+            seeds_phrase(
+                sorted(
+                    s for p in r["parts"] if p["methods"] == ["last-layer-ml"] for s in p["seeds"]
+                )
+            ),
+            r["coverage"]["present"],
+            r["coverage"]["of"],
+        ),
     ),
     Quote("empirical-power", "{}", lambda r: (r["answer"],)),
     Quote(
@@ -993,7 +1002,7 @@ QUOTES: list[Quote] = [
     ),
     Quote(
         "empirical-power",
-        "report flags {}'s secondary pairs as mixing releases.",
+        "report flags the secondary pairs of {} as mixing releases.",
         lambda r: (
             # the report's own flag: the seeds whose parts ran on different releases
             re.search(r"The parts of (.+?) ran on different versions", power_software(r)).group(1),
