@@ -28,14 +28,11 @@ from __future__ import annotations
 
 from typing import Any
 
-#: The fields that name a record (one fine-tuning of one unseen task).
-RECORD_KEY = ("method", "scheme", "rank", "task", "seed")
+from loraml.empirical.report import record_key as _key
+from loraml.empirical.report import repeated_records
+
 #: Record fields that are measurements of the machine, not results.
 NOT_RESULTS = ("seconds",)
-
-
-def _key(record: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(record.get(k) for k in RECORD_KEY)
 
 
 def _label(key: tuple[Any, ...]) -> str:
@@ -68,6 +65,13 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         ``differ`` (their names); ``config_differs`` and ``versions_differ`` (keys), and
         ``versions`` (``a`` and ``b``: each side's value of the differing keys).
 
+    Raises
+    ------
+    ValueError
+        One line, where a run holds one (method, scheme, rank, task, seed) record twice
+        (:func:`loraml.empirical.report.repeated_records`): which of the two to compare
+        would be a guess.
+
     Examples
     --------
     >>> rec = dict(method="lora-ml", scheme="head", rank=0, task="t", seed=1, hits=2)
@@ -76,6 +80,13 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     >>> c["identical"], c["records"]["differ"]
     (False, [{'record': 'lora-ml/head r=0/t/seed 1', 'fields': ['hits']}])
     """
+    for name, run in (("a", a), ("b", b)):
+        twice = repeated_records(run["records"])
+        if twice:
+            raise ValueError(
+                f"run {name} holds a record twice ({_label(twice[0])}): records are matched by "
+                "(method, scheme, rank, task, seed), so each must be there once"
+            )
     by_a = {_key(r): r for r in a["records"]}
     by_b = {_key(r): r for r in b["records"]}
     shared = [k for k in by_a if k in by_b]

@@ -874,7 +874,9 @@ def load_results(out: str | os.PathLike) -> dict[str, Any]:
     Raises
     ------
     ValueError
-        One line naming the file: absent, unreadable, not JSON, or lacking a results key.
+        One line naming the file: absent, unreadable, not JSON, lacking a results key, or
+        holding one (method, scheme, rank, task, seed) record twice
+        (:func:`repeated_records`).
     """
     path = Path(out) / "results.json"
     try:
@@ -889,7 +891,46 @@ def load_results(out: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path} cannot be read ({err.strerror or err})") from None
     if not isinstance(results, dict):
         raise ValueError(f"{path} holds a {type(results).__name__}, not a results object")
-    for key in ("config", "summary", "paired", "throughput", "versions", "wall_seconds"):
+    for key in ("config", "summary", "paired", "throughput", "versions", "wall_seconds", "records"):
         if key not in results:
             raise ValueError(f"{path} lacks '{key}': not a results file of 'loraml empirical run'")
+    twice = repeated_records(results["records"])
+    if twice:
+        raise ValueError(
+            f"{path} holds {len(twice)} record(s) twice (e.g. {' '.join(map(str, twice[0]))}): "
+            "'loraml empirical run' writes one record per (method, scheme, rank, task, seed); "
+            "rerun the part"
+        )
     return results
+
+
+#: The fields that name a hits@1 record: one fine-tuning of one unseen task.
+RECORD_KEY = ("method", "scheme", "rank", "task", "seed")
+
+
+def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    """A record's (method, scheme, rank, task, seed), :data:`RECORD_KEY`."""
+    return tuple(record.get(k) for k in RECORD_KEY)
+
+
+def repeated_records(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The keys (:func:`record_key`) that more than one of ``records`` carries, in order.
+
+    A run writes each key once; a file holding one twice was edited or concatenated, and
+    every reader that matches records by key (the analysis, :mod:`loraml.empirical.compare`)
+    would otherwise keep one of them silently.
+
+    Examples
+    --------
+    >>> rec = dict(method="sr", scheme="head", rank=0, task="t", seed=0, hits_at_1=0.5)
+    >>> repeated_records([rec, {**rec, "task": "u"}, {**rec, "hits_at_1": 0.4}])
+    [('sr', 'head', 0, 't', 0)]
+    """
+    seen: set[tuple[Any, ...]] = set()
+    twice: list[tuple[Any, ...]] = []
+    for r in records:
+        k = record_key(r)
+        if k in seen and k not in twice:
+            twice.append(k)
+        seen.add(k)
+    return twice

@@ -78,12 +78,18 @@ def test_a_changed_record_a_missing_one_and_another_encoder_make_runs_different(
     assert {tuple(d["fields"]) for d in c["records"]["differ"]} == {("base_sha256",)}
 
 
+def test_compare_runs_refuses_a_record_held_twice():
+    twice = _records([3]) + [{**_records([4])[0], "seconds": 1.0}]
+    with pytest.raises(ValueError, match=r"run b holds a record twice \(sr/lora r=8/t0/seed 0\)"):
+        compare_runs(results_object({}, _records([3])), results_object({}, twice))
+
+
 def test_runs_without_a_shared_record_are_not_identical():
     c = compare_runs(results_object({}, []), results_object({}, []))
     assert c["identical"] is False and c["records"]["compared"] == 0
 
 
-@pytest.mark.parametrize("case", ["missing", "not-json", "json-is-an-input"])
+@pytest.mark.parametrize("case", ["missing", "not-json", "json-is-an-input", "record-twice"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case):
     a = _write(tmp_path / "a", _records([3]))
     b = tmp_path / "b"
@@ -94,11 +100,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case):
     elif case == "json-is-an-input":
         b = _write(b, _records([3]))
         extra = ["--json", str(a / "results.json")]
+    elif case == "record-twice":  # an edited file: which of the two to compare is a guess
+        b = _write(b, _records([3]) + [{**_records([4])[0], "seconds": 1.0}])
     before = (a / "results.json").read_text()
     assert main(["empirical", "compare", str(a), str(b), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert {"missing": "does not exist", "not-json": "is not valid JSON"}.get(case, "--json") in err
+    assert {
+        "missing": "does not exist",
+        "not-json": "is not valid JSON",
+        "record-twice": "holds 1 record(s) twice (e.g. sr lora 8 t0 0)",
+    }.get(case, "--json") in err
     assert (a / "results.json").read_text() == before  # nothing the user has is overwritten
 
 

@@ -382,6 +382,13 @@ def test_runs_that_cannot_be_combined_are_refused(tmp_path, capsys):
     assert main(["empirical", "analysis", *dirs]) == 2
     err = capsys.readouterr().err.strip()
     assert "in two run directories" in err and "\n" not in err
+    # one record twice within a file (edited or concatenated) would be averaged in or dropped
+    first = whole["records"][0]
+    twice = {**whole, "records": [*whole["records"], {**first, "hits_at_1": 0.0}]}
+    (tmp_path / "part0" / "results.json").write_text(json.dumps(twice))
+    assert main(["empirical", "analysis", dirs[0]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds 1 record(s) twice" in err and first["task"] in err and "\n" not in err
 
 
 def test_a_run_split_by_seeds_and_methods_reproduces_the_whole_run(tmp_path):
