@@ -627,6 +627,13 @@ def specific_answer(rows: list[dict[str, Any]]) -> str | None:
             "inside plus or minus the design's detectable effect (POWER.md's two outcomes)"
         )
     text = f"{verdict} ({setting}; {each})."
+    worse = [
+        METHOD_NAMES[r["b"]]
+        for r in ordered
+        if r["p_holm"] is not None and r["p_holm"] < 0.05 and r["mean_diff"] < 0
+    ]
+    if worse:  # the rule asks about a gain; a significant loss is said as well
+        text += f" LoRA-ML is significantly worse than {' and '.join(worse)}."
     crossed = [r["crossed"] for r in ordered]
     if all(c is not None and c.get("p") is not None for c in crossed):
         text += " With seeds random too the intervals are " + " and ".join(
