@@ -353,7 +353,10 @@ def _analysis(args: argparse.Namespace) -> int:
 
         report = power_report(runs, [d.name for d in args.dirs])
         write_power_report(report, args.out)
-        print(f"\n{report['answer'] or 'no primary comparison'}\nreport: {args.out}/results.md")
+        print(f"\n{report['answer'] or 'no primary comparison'}")
+        if report["specific"]:
+            print(f"Is the gain specific to LoRA adapters? {report['specific']}")
+        print(f"report: {args.out}/results.md")
     return 0
 
 

@@ -547,3 +547,15 @@ def test_specific_answer_is_provisional_or_absent_until_its_parts_are_in():
     assert "Is the gain specific to LoRA adapters? Not yet answerable" in (
         PW.render_power_markdown(report)
     )
+
+
+def test_analysis_out_prints_the_second_answer(tmp_path, capsys):
+    d = tmp_path / "per-task-all-s01"
+    d.mkdir()
+    report = PW.power_report([_part(_against_both(np.random.default_rng(13), 0.0, 0.02, 2))])
+    (d / "results.json").write_text(
+        json.dumps(_part(_against_both(np.random.default_rng(13), 0.0, 0.02, 2)))
+    )
+    assert main(["empirical", "analysis", str(d), "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert f"Is the gain specific to LoRA adapters? {report['specific']}\n" in out
