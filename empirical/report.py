@@ -909,7 +909,13 @@ RECORD_KEY = ("method", "scheme", "rank", "task", "seed")
 
 
 def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
-    """A record's (method, scheme, rank, task, seed), :data:`RECORD_KEY`."""
+    """A record's (method, scheme, rank, task, seed), :data:`RECORD_KEY`.
+
+    Examples
+    --------
+    >>> record_key(dict(method="sr", scheme="lora", rank=8, task="t", seed=1, hits_at_1=0.3))
+    ('sr', 'lora', 8, 't', 1)
+    """
     return tuple(record.get(k) for k in RECORD_KEY)
 
 
