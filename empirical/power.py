@@ -591,19 +591,17 @@ def specific_answer(rows: list[dict[str, Any]]) -> str | None:
         detectable_effect(r["sd_predicted"], r["n_tasks"]) if r.get("sd_predicted") else None
         for r in ordered
     ]
+    pairs = list(zip(ordered, detect, strict=True))
     gain = all(
         r["p_holm"] is not None and r["p_holm"] < 0.05 and r["mean_diff"] > 0 for r in ordered
     )
-    small = all(
-        d is not None and -d < r["ci95"][0] and r["ci95"][1] < d
-        for r, d in zip(ordered, detect, strict=True)
-    )
+    small = all(d is not None and -d < r["ci95"][0] and r["ci95"][1] < d for r, d in pairs)
     each = "; ".join(
         f"against {METHOD_NAMES[r['b']]} {100 * r['mean_diff']:+.1f} points "
         f"[95 % CI {100 * r['ci95'][0]:+.1f}, {100 * r['ci95'][1]:+.1f}], Holm p "
         + ("-" if r["p_holm"] is None else f"{r['p_holm']:.2g}")
         + ("" if d is None else f", detectable by design {100 * d:.1f}")
-        for r, d in zip(ordered, detect, strict=True)
+        for r, d in pairs
     )
     setting = f"rank-{rank} LoRA fine-tuning, {batching} batching"
     if gain:
@@ -613,9 +611,7 @@ def specific_answer(rows: list[dict[str, Any]]) -> str | None:
         )
     elif small:
         bounds = " and ".join(
-            f"{100 * d:.1f} points over {METHOD_NAMES[r['b']]}"
-            for r, d in zip(ordered, detect, strict=True)
-            if d is not None
+            f"{100 * d:.1f} points over {METHOD_NAMES[r['b']]}" for r, d in pairs if d is not None
         )
         verdict = (
             "No: both intervals lie inside plus or minus the design's detectable effect, so "

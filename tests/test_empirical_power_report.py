@@ -552,10 +552,9 @@ def test_specific_answer_is_provisional_or_absent_until_its_parts_are_in():
 def test_analysis_out_prints_the_second_answer(tmp_path, capsys):
     d = tmp_path / "per-task-all-s01"
     d.mkdir()
-    report = PW.power_report([_part(_against_both(np.random.default_rng(13), 0.0, 0.02, 2))])
-    (d / "results.json").write_text(
-        json.dumps(_part(_against_both(np.random.default_rng(13), 0.0, 0.02, 2)))
-    )
+    part = _part(_against_both(np.random.default_rng(13), 0.0, 0.02, 2))
+    (d / "results.json").write_text(json.dumps(part))
+    report = PW.power_report([part])
     assert main(["empirical", "analysis", str(d), "--out", str(tmp_path / "report")]) == 0
     out = capsys.readouterr().out
     assert f"Is the gain specific to LoRA adapters? {report['specific']}\n" in out

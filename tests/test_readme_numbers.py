@@ -243,6 +243,13 @@ def seeds_phrase(seeds: list[int]) -> str:
     return f"seeds {seeds[0]}-{seeds[-1]}"
 
 
+def method_seeds(report: dict[str, Any], method: str) -> str:
+    """The seeds of ``method``'s committed powered parts, as :func:`seeds_phrase` writes them."""
+    return seeds_phrase(
+        sorted(s for p in report["parts"] if p["methods"] == [method] for s in p["seeds"])
+    )
+
+
 def _timed(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The powered report's parts whose whole wall time is known (not resumed in a directory
     whose earlier invocations predate ``wall.json``)."""
@@ -971,11 +978,7 @@ QUOTES: list[Quote] = [
         "and {} of last-layer-ML and\nReptile: they hold {} of the protocol's {} (method, seed, "
         "batching) parts",
         lambda r: (
-            seeds_phrase(
-                sorted(
-                    s for p in r["parts"] if p["methods"] == ["last-layer-ml"] for s in p["seeds"]
-                )
-            ),
+            method_seeds(r, "last-layer-ml"),
             r["coverage"]["present"],
             r["coverage"]["of"],
         ),
@@ -1019,14 +1022,7 @@ QUOTES: list[Quote] = [
     Quote(
         "empirical-power",
         "Reptile) is not settled yet:\nonly {} of those two are in.",
-        lambda r: (
-            # last-layer-ML's seeds so far
-            seeds_phrase(
-                sorted(
-                    s for p in r["parts"] if p["methods"] == ["last-layer-ml"] for s in p["seeds"]
-                )
-            ),
-        ),
+        lambda r: (method_seeds(r, "last-layer-ml"),),
     ),
     Quote("empirical-power", "so far\nit says:\n\n> {}\n", lambda r: (r["specific"],)),
     Quote(
