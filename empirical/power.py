@@ -430,7 +430,9 @@ def software_lines(parts: list[dict[str, Any]]) -> list[str]:
     if mixed:
         text += (
             f" The parts of {_and(mixed)} ran on different versions: a paired difference "
-            "between two of them mixes the versions."
+            "between two of them mixes the versions. Whether the versions compute alike is "
+            "a separate check: run a cut-down part on each and compare the records with "
+            "`loraml empirical compare` (POWER.md, Progress)."
         )
     else:
         text += (

@@ -320,6 +320,7 @@ def test_report_names_the_library_versions_and_whether_a_seed_mixes_them():
     text = PW.render_power_markdown(PW.power_report(parts, names))
     assert "transformers 5.24.0 (sr-s0, lora-ml-s0, lora-ml-s1) and 5.25.0 (sr-s1)" in text
     assert "The parts of seed 1 ran on different versions" in text
+    assert "a separate check: run a cut-down part on each" in text  # how to check the mix
     # seed 1's parts both resumed from the same older transformers: alike, yet each part's
     # own records mix two versions, which the line says of the parts and of the seed
     for part in (parts[1], parts[3]):  # sr-s1, lora-ml-s1
