@@ -213,6 +213,27 @@ def primary_row(report: dict[str, Any]) -> dict[str, Any]:
     return next(r for r in report["rows"] if r["role"] == "primary")
 
 
+def specific_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows the second question's rule reads: LoRA-ML against last-layer-ML and Reptile
+    in the primary setting (rank-8 LoRA fine-tuning, per-task batching)."""
+    return [
+        r
+        for r in report["rows"]
+        if r["b"] in ("last-layer-ml", "reptile")
+        and (r["scheme"], r["rank"], r["batching"]) == ("lora", 8, "per-task")
+    ]
+
+
+def seeds_alike(report: dict[str, Any]) -> tuple[str, str, str]:
+    """How many seeds the second question's rows have (in words), and whether their intervals
+    with seeds random too coincide with those over tasks (no seed-to-seed spread estimated)."""
+    n = {r["n_seeds"] for r in specific_rows(report)}
+    assert len(n) == 1, n
+    words = ["zero", "one", "two", "three", "four", "five"][n.pop()]
+    alike = all(r["crossed"]["sd_seed"] == 0 for r in specific_rows(report))
+    return words, "coincide" if alike else "do not coincide", words
+
+
 def software(report: dict[str, Any], methods: tuple[str, ...], seeds: tuple[int, ...]) -> str:
     """The transformers versions of the powered report's parts of ``methods`` and ``seeds``,
     joined by "/" where they differ (so a quote of one version fails if a part mixes)."""
@@ -1025,6 +1046,11 @@ QUOTES: list[Quote] = [
         lambda r: (method_seeds(r, "last-layer-ml"),),
     ),
     Quote("empirical-power", "so far\nit says:\n\n> {}\n", lambda r: (r["specific"],)),
+    Quote(
+        "empirical-power",
+        "retrainings; with {} seeds they {} with those over\ntasks, because the {} seeds' means",
+        seeds_alike,
+    ),
     Quote(
         "empirical-power",
         "2-core VM, {}-{} h each",
