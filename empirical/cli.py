@@ -3,7 +3,8 @@
     loraml empirical run --preset {tiny,cpu,power,paper} [--seeds 0 1 2] [--out DIR] [overrides]
     loraml empirical run --preset power --batching per-task --dry-run   # tasks, sizes, cost
     loraml empirical report DIR
-    loraml empirical analysis DIR [DIR ...] [--json FILE] [--out DIR]  # POWER.md's table, report
+    loraml empirical analysis DIR [DIR ...] [--json FILE] [--out DIR] [--remaining FILE]
+                                           # POWER.md's table, report, commands still to run
     loraml empirical compare DIR_A DIR_B [--json FILE]  # same records? exit 0 yes, 1 no
 
 torch, transformers and peft are imported inside the subcommand functions only, so
@@ -181,6 +182,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "results.md (parts, coverage, the answer, the table, a design check) and results.png "
         "(per-task differences); not a run directory",
     )
+    analysis.add_argument(
+        "--remaining",
+        type=Path,
+        metavar="FILE",
+        help="also write the commands of the powered protocol's parts not among DIRS, one a "
+        "line (run them two at a time with: xargs -P 2 -I CMD sh -c CMD < FILE)",
+    )
     analysis.set_defaults(func=_analysis)
     compare = sub.add_parser(
         "compare",
@@ -299,14 +307,15 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_json(path: Path | None, dirs: list[Path]) -> None:
-    """Refuse a ``--json`` file that would overwrite an input ``results.json`` (or is no file)."""
+def _check_json(path: Path | None, dirs: list[Path], what: str = "--json") -> None:
+    """Refuse an output file (``--json``, or ``what``) that would overwrite an input
+    ``results.json`` (or is no file)."""
     if path is None:
         return
     from loraml.theory.io import check_output_path
 
     try:
-        check_output_path(path, inputs=[d / "results.json" for d in dirs], what="--json")
+        check_output_path(path, inputs=[d / "results.json" for d in dirs], what=what)
     except ValueError as err:
         raise UsageError(str(err).splitlines()[0]) from None
 
@@ -318,6 +327,7 @@ def _analysis(args: argparse.Namespace) -> int:
     from loraml.empirical.report import analysis, analysis_table, load_results, write_text
 
     _check_json(args.json, args.dirs)
+    _check_json(args.remaining, args.dirs, what="--remaining")
     if args.out is not None:
         from loraml.theory.io import OutputPathError, check_output_path
 
@@ -348,10 +358,16 @@ def _analysis(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_text(args.json, json.dumps(rows, indent=2) + "\n")
     print("\n".join(lines))
-    if args.out is not None:
-        from loraml.empirical.power import power_report, write_power_report
+    if args.out is None and args.remaining is None:
+        return 0
+    from loraml.empirical.power import power_report, remaining_commands, write_power_report
 
-        report = power_report(runs, [d.name for d in args.dirs])
+    report = power_report(runs, [d.name for d in args.dirs])
+    if args.remaining is not None:
+        todo = remaining_commands(report["remaining"])
+        write_text(args.remaining, "".join(f"{c}\n" for c in todo))
+        print(f"\n{len(todo)} parts still to run: {args.remaining}")
+    if args.out is not None:
         write_power_report(report, args.out)
         print(f"\n{report['answer'] or 'no primary comparison'}")
         if report["specific"]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -483,6 +484,37 @@ def remaining_parts(covered: set[tuple[str, int, str]]) -> list[tuple[str, int, 
     return sorted(missing, key=lambda p: (stage(p[0], p[2]), p[1], _method_order(p[0])))
 
 
+def remaining_commands(remaining: Sequence[Sequence[Any]]) -> list[str]:
+    """The command of each (method, seed, batching) part in ``remaining``, one a part.
+
+    Each runs one part on one thread into ``runs/power-<batching>-<method>-s<seed>`` and
+    resumes there if stopped; the report's "Still to run" lists these commands, and
+    ``loraml empirical analysis DIR... --remaining FILE`` writes them one a line, so that
+    ``xargs -P 2 -I CMD sh -c CMD < FILE`` runs them two at a time.
+
+    Parameters
+    ----------
+    remaining : sequence of (method, seed, batching)
+        Parts as :func:`remaining_parts` (or ``analysis.json``'s ``remaining``) gives them.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> print(remaining_commands([("reptile", 3, "per-task")])[0])
+    ... # doctest: +NORMALIZE_WHITESPACE
+    loraml empirical run --preset power --batching per-task --methods reptile --seeds 3
+    --threads 1 --out runs/power-per-task-reptile-s3
+    """
+    return [
+        f"loraml empirical run --preset power --batching {batching} --methods {method} "
+        f"--seeds {seed} --threads 1 --out runs/power-{batching}-{method}-s{seed}"
+        for method, seed, batching in remaining
+    ]
+
+
 def _method_order(method: str) -> int:
     return POWER_METHODS.index(method) if method in POWER_METHODS else len(POWER_METHODS)
 
@@ -760,12 +792,7 @@ def _remaining_lines(remaining: list[list[Any]]) -> list[str]:
         "",
         "```bash",
     ]
-    for method, seed, batching in remaining:
-        lines.append(
-            f"loraml empirical run --preset power --batching {batching} --methods {method} "
-            f"--seeds {seed} --threads 1 --out runs/power-{batching}-{method}-s{seed}"
-        )
-    return lines + ["```", ""]
+    return lines + remaining_commands(remaining) + ["```", ""]
 
 
 def _crossed_lines(rows: list[dict[str, Any]], cfg: dict[str, Any]) -> list[str]:

@@ -559,3 +559,37 @@ def test_analysis_out_prints_the_second_answer(tmp_path, capsys):
     assert main(["empirical", "analysis", str(d), "--out", str(tmp_path / "report")]) == 0
     out = capsys.readouterr().out
     assert f"Is the gain specific to LoRA adapters? {report['specific']}\n" in out
+
+
+def test_analysis_remaining_writes_the_commands_left_one_a_line(tmp_path, capsys):
+    """``--remaining FILE``: the report's "Still to run" commands, one a line, in its order;
+    each parses as a ``loraml`` command; an input results.json is never the output."""
+    import shlex
+
+    from loraml.cli import build_parser
+
+    d = tmp_path / "per-task-all-s01"
+    d.mkdir()
+    part = _part(_against_both(np.random.default_rng(13), 0.0, 0.02, 2))
+    (d / "results.json").write_text(json.dumps(part))
+    todo = tmp_path / "todo.txt"
+    args = ["empirical", "analysis", str(d), "--out", str(tmp_path / "report")]
+    assert main([*args, "--remaining", str(todo)]) == 0
+    lines = todo.read_text().splitlines()
+    report = json.loads((tmp_path / "report" / "analysis.json").read_text())
+    # 40 parts less 6 present (3 methods x 2 seeds) and Reptile's 5 interleaved ones, which
+    # its per-task parts stand for
+    assert len(lines) == len(report["remaining"]) == 40 - 6 - 5
+    assert f"{len(lines)} parts still to run: {todo}" in capsys.readouterr().out
+    block = (tmp_path / "report" / "results.md").read_text().split("```bash\n")[1]
+    assert block.split("```")[0].splitlines() == lines  # the same commands as the report's
+    for line, (method, seed, batching) in zip(lines, report["remaining"], strict=True):
+        argv = shlex.split(line)
+        assert argv[0] == "loraml"
+        parsed = build_parser(argv[1:]).parse_args(argv[1:])
+        assert (parsed.methods, parsed.seeds, parsed.batching) == ([method], [seed], batching)
+        assert parsed.out == f"runs/power-{batching}-{method}-s{seed}"
+    before = (d / "results.json").read_bytes()
+    assert main([*args, "--remaining", str(d / "results.json")]) == 2
+    assert "--remaining" in capsys.readouterr().err
+    assert (d / "results.json").read_bytes() == before

@@ -114,6 +114,8 @@ def test_resumed_run_reports_the_wall_time_of_all_its_invocations(tmp_path):
     (out / "wall.json").unlink()
     again = run_experiment(cfg, [0], out, progress=False)
     assert again["wall_seconds_total"] is None and again["wall_seconds"] > 0
+    # rerunning a finished run redoes nothing: the same records, read back (POWER.md says so)
+    assert again["records"] == results["records"]
     assert "earlier invocations' wall time was not recorded" in (out / "results.md").read_text()
 
 
