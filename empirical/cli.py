@@ -307,7 +307,7 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_json(path: Path | None, dirs: list[Path], what: str = "--json") -> None:
+def _check_output_file(path: Path | None, dirs: list[Path], what: str = "--json") -> None:
     """Refuse an output file (``--json``, or ``what``) that would overwrite an input
     ``results.json`` (or is no file)."""
     if path is None:
@@ -326,8 +326,8 @@ def _analysis(args: argparse.Namespace) -> int:
 
     from loraml.empirical.report import analysis, analysis_table, load_results, write_text
 
-    _check_json(args.json, args.dirs)
-    _check_json(args.remaining, args.dirs, what="--remaining")
+    _check_output_file(args.json, args.dirs)
+    _check_output_file(args.remaining, args.dirs, what="--remaining")
     if args.out is not None:
         from loraml.theory.io import OutputPathError, check_output_path
 
@@ -382,7 +382,7 @@ def _compare(args: argparse.Namespace) -> int:
     from loraml.empirical.compare import compare_runs, comparison_lines
     from loraml.empirical.report import load_results, write_text
 
-    _check_json(args.json, [args.dir_a, args.dir_b])
+    _check_output_file(args.json, [args.dir_a, args.dir_b])
     try:
         runs = [load_results(d) for d in (args.dir_a, args.dir_b)]
         c = compare_runs(*runs)
