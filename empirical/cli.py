@@ -3,8 +3,8 @@
     loraml empirical run --preset {tiny,cpu,power,paper} [--seeds 0 1 2] [--out DIR] [overrides]
     loraml empirical run --preset power --batching per-task --dry-run   # tasks, sizes, cost
     loraml empirical report DIR
-    loraml empirical analysis DIR [DIR ...] [--json FILE] [--out DIR] [--remaining FILE]
-                                           # POWER.md's table, report, commands still to run
+    loraml empirical analysis DIR [DIR ...] [--json FILE] [--out DIR]  # POWER.md's table, report
+    loraml empirical analysis DIR [DIR ...] --remaining FILE  # parts still to run, one a line
     loraml empirical compare DIR_A DIR_B [--json FILE]  # same records? exit 0 yes, 1 no
 
 torch, transformers and peft are imported inside the subcommand functions only, so
