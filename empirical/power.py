@@ -573,6 +573,27 @@ def _answer(row: dict[str, Any] | None) -> str | None:
 SPECIFIC_BASELINES = ("last-layer-ml", "reptile")
 
 
+def specific_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows POWER.md's second question reads: LoRA-ML against each of
+    :data:`SPECIFIC_BASELINES` in the primary comparison's setting
+    (:data:`~loraml.empirical.report.PRIMARY`: rank-8 LoRA fine-tuning, per-task batching).
+
+    Examples
+    --------
+    >>> rows = [dict(b=b, scheme=s, rank=k, batching="per-task")
+    ...         for b in ("sr", "reptile") for s, k in (("lora", 8), ("head", 0))]
+    >>> [(r["b"], r["scheme"]) for r in specific_rows(rows)]
+    [('reptile', 'lora')]
+    """
+    _, scheme, rank, batching = PRIMARY
+    return [
+        r
+        for r in rows
+        if r["b"] in SPECIFIC_BASELINES
+        and (r["scheme"], r["rank"], r["batching"]) == (scheme, rank, batching)
+    ]
+
+
 def specific_answer(rows: list[dict[str, Any]]) -> str | None:
     """POWER.md's second question, read off the rows by the rule it fixed before the run.
 
@@ -610,14 +631,8 @@ def specific_answer(rows: list[dict[str, Any]]) -> str | None:
     >>> text.split(": ")[0]
     'No'
     """
-    _, scheme, rank, batching = PRIMARY
-    found = {
-        r["b"]: r
-        for r in rows
-        if r["b"] in SPECIFIC_BASELINES
-        and (r["scheme"], r["rank"], r["batching"]) == (scheme, rank, batching)
-        and r.get("ci95") is not None
-    }
+    _, _, rank, batching = PRIMARY
+    found = {r["b"]: r for r in specific_rows(rows) if r.get("ci95") is not None}
     if len(found) < len(SPECIFIC_BASELINES):
         return None
     ordered = [found[b] for b in SPECIFIC_BASELINES]

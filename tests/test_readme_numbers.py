@@ -213,24 +213,17 @@ def primary_row(report: dict[str, Any]) -> dict[str, Any]:
     return next(r for r in report["rows"] if r["role"] == "primary")
 
 
-def specific_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The rows the second question's rule reads: LoRA-ML against last-layer-ML and Reptile
-    in the primary setting (rank-8 LoRA fine-tuning, per-task batching)."""
-    return [
-        r
-        for r in report["rows"]
-        if r["b"] in ("last-layer-ml", "reptile")
-        and (r["scheme"], r["rank"], r["batching"]) == ("lora", 8, "per-task")
-    ]
-
-
 def seeds_alike(report: dict[str, Any]) -> tuple[str, str, str]:
     """How many seeds the second question's rows have (in words), and whether their intervals
     with seeds random too coincide with those over tasks (no seed-to-seed spread estimated)."""
-    n = {r["n_seeds"] for r in specific_rows(report)}
+    from loraml.empirical.power import specific_rows
+
+    rows = specific_rows(report["rows"])
+    assert len(rows) == 2, rows  # against last-layer-ML and against Reptile
+    n = {r["n_seeds"] for r in rows}
     assert len(n) == 1, n
     words = ["zero", "one", "two", "three", "four", "five"][n.pop()]
-    alike = all(r["crossed"]["sd_seed"] == 0 for r in specific_rows(report))
+    alike = all(r["crossed"]["sd_seed"] == 0 for r in rows)
     return words, "coincide" if alike else "do not coincide", words
 
 
