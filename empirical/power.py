@@ -594,6 +594,22 @@ def specific_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def design_detectable(row: dict[str, Any]) -> float | None:
+    """The design's detectable effect for ``row``: :func:`detectable_effect` of POWER.md's
+    predicted spread (``sd_predicted``) at the row's number of tasks; None without a prediction.
+    It is the bound :func:`specific_answer`'s "No" states.
+
+    Examples
+    --------
+    >>> design_detectable(dict(sd_predicted=0.08, n_tasks=40)) == detectable_effect(0.08, 40)
+    True
+    >>> design_detectable(dict(sd_predicted=None, n_tasks=40)) is None
+    True
+    """
+    sd = row.get("sd_predicted")
+    return detectable_effect(sd, row["n_tasks"]) if sd else None
+
+
 def specific_answer(rows: list[dict[str, Any]]) -> str | None:
     """POWER.md's second question, read off the rows by the rule it fixed before the run.
 
@@ -637,10 +653,7 @@ def specific_answer(rows: list[dict[str, Any]]) -> str | None:
     if len(found) < len(SPECIFIC_BASELINES):
         return None
     ordered = [found[b] for b in SPECIFIC_BASELINES]
-    detect = [
-        detectable_effect(r["sd_predicted"], r["n_tasks"]) if r.get("sd_predicted") else None
-        for r in ordered
-    ]
+    detect = [design_detectable(r) for r in ordered]
     pairs = list(zip(ordered, detect, strict=True))
     gain = all(
         r["p_holm"] is not None and r["p_holm"] < 0.05 and r["mean_diff"] > 0 for r in ordered
@@ -694,11 +707,12 @@ def specific_answer(rows: list[dict[str, Any]]) -> str | None:
             text += ", which do not all lie inside the detectable effect"
             beyond = []  # per baseline, the gain and the loss the wider interval admits
             for r, c, d in zip(ordered, crossed, detect, strict=True):
+                assert d is not None  # "small" holds only where every bound is known
                 lo, hi = c["ci95"]
                 sides = [
-                    f"a {w} of up to {100 * abs(x):.1f}"
-                    for w, x in (("gain", hi), ("loss", lo))
-                    if d is not None and abs(x) >= d and (x > 0) == (w == "gain")
+                    f"a {w} of up to {100 * x:.1f}"
+                    for w, x in (("gain", hi), ("loss", -lo))
+                    if x >= d
                 ]
                 if sides:
                     beyond.append(f"{' or '.join(sides)} points against {METHOD_NAMES[r['b']]}")

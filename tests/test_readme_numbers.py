@@ -265,11 +265,10 @@ def not_ruled_out(report: dict[str, Any]) -> tuple[str, str]:
     """The upper bound, against last-layer-ML, of the interval with seeds random too and the
     design's detectable effect (POWER.md's variance model, the verdict's bound), which the
     README says the upper bound exceeds."""
-    from loraml.empirical.power import detectable_effect
+    from loraml.empirical.power import design_detectable
 
     row = specific_row(report, "last-layer-ml")
-    design = detectable_effect(row["sd_predicted"], row["n_tasks"])  # as specific_answer's bound
-    hi, bound = 100 * row["crossed"]["ci95"][1], 100 * design
+    hi, bound = 100 * row["crossed"]["ci95"][1], 100 * design_detectable(row)
     assert hi > bound, (hi, bound)
     return f"{hi:.1f}", f"{bound:.1f}"
 
@@ -1118,10 +1117,7 @@ QUOTES: list[Quote] = [
     Quote(
         "empirical-power",
         "(per-seed means {} points)",
-        lambda r: (
-            ", ".join(f"{100 * m:+.1f}" for m in primary_row(r)["crossed"]["seed_means"][:-1])
-            + f" and {100 * primary_row(r)['crossed']['seed_means'][-1]:+.1f}",
-        ),
+        lambda r: (points_list(primary_row(r)["crossed"]["seed_means"]),),
     ),
     Quote(
         "empirical-power",
