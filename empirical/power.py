@@ -86,6 +86,9 @@ DESIGN_COMPONENTS: dict[tuple[str, str, int], tuple[float, float]] = {
     ("reptile", "lora", 8): (7.6, 9.4),
     ("reptile", "head", 0): (1.5, 10.4),
 }
+#: The size of POWER.md's Holm family: every (baseline, fine-tuning) of
+#: :data:`DESIGN_COMPONENTS` in each batching mode, less the primary comparison (11).
+HOLM_FAMILY = len(DESIGN_COMPONENTS) * len(POWER_MODES) - 1
 
 
 def detectable_effect(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -624,7 +627,8 @@ def specific_answer(rows: list[dict[str, Any]]) -> str | None:
     p-values are the paired t's over tasks (the designed test); the intervals with seeds random
     too (:func:`crossed_interval`) follow where there are two seeds or more (with the gain or
     loss beyond the detectable effect that they leave open, where a "No" rests on the
-    intervals over tasks alone), and a caveat where fewer seeds than the protocol's are in.
+    intervals over tasks alone), and a caveat where fewer seeds than the protocol's are in or
+    fewer secondary comparisons than its Holm family's :data:`HOLM_FAMILY`.
 
     Parameters
     ----------
@@ -725,9 +729,16 @@ def specific_answer(rows: list[dict[str, Any]]) -> str | None:
         text += "."
     seeds = min(r["n_seeds"] for r in ordered)
     if seeds < len(POWER_SEEDS):
+        text += f" Provisional: {seeds} of the protocol's {len(POWER_SEEDS)} seeds are in."
+    family = sum(r.get("role") == "secondary" for r in rows)
+    if family < HOLM_FAMILY:
+        # Adding a p-value to a Holm family never lowers an adjusted one: each p keeps its
+        # multiplier m - j + 1 or gains 1 (m grows by one; its rank j grows by one only where
+        # the new p is smaller), and the running maximum gains a term.
         text += (
-            f" Provisional: {seeds} of the protocol's {len(POWER_SEEDS)} seeds are in, and "
-            "Holm's correction is over the secondary comparisons present so far."
+            f" Holm's correction spans the {family} secondary comparison"
+            f"{'' if family == 1 else 's'} present, of the protocol's {HOLM_FAMILY}; the "
+            "others can only raise the adjusted p-values (the intervals do not depend on them)."
         )
     return text
 

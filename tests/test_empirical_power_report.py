@@ -535,6 +535,10 @@ def test_specific_answer_follows_power_md_rule(shift, s_w, seed_shift, says):
         assert f"[95 % CI {lo:+.1f}, {hi:+.1f}], Holm p {r['p_holm']:.2g}" in text
     significant = all(r["p_holm"] < 0.05 and r["mean_diff"] > 0 for r in rows.values())
     assert significant == text.startswith("Yes")
+    # only the two rows against last-layer-ML and Reptile are here, of POWER.md's 11
+    assert "Holm's correction spans the 2 secondary comparisons present, of the protocol's 11" in (
+        text
+    )
     assert f"Is the gain specific to LoRA adapters? {text}" in PW.render_power_markdown(report)
 
 
@@ -550,6 +554,63 @@ def test_specific_answer_is_provisional_or_absent_until_its_parts_are_in():
     assert "Is the gain specific to LoRA adapters? Not yet answerable" in (
         PW.render_power_markdown(report)
     )
+
+
+def test_holm_family_is_power_md_s():
+    """POWER.md: the primary comparison is tested alone, the others are "Holm-corrected over
+    the 11 others"; the report counts the same family."""
+    said = re.search(r"Holm-corrected over the (\d+) others", (RESULTS / "POWER.md").read_text())
+    assert said and PW.HOLM_FAMILY == int(said.group(1))
+
+
+def test_adding_p_values_never_lowers_holm_adjusted_ones():
+    """What the caveat on a partial Holm family says (specific_answer's comment derives it)."""
+    from loraml.empirical.report import holm
+
+    rng = np.random.default_rng(21)
+    for _ in range(2000):
+        n = int(rng.integers(1, 12))
+        ps = list(rng.uniform(0, 0.2, n) ** rng.uniform(0.5, 3))
+        more = ps + list(rng.uniform(0, 0.2, int(rng.integers(1, 4))))
+        before, after = holm(ps), holm(more)[:n]
+        assert all(b <= a + 1e-15 for b, a in zip(before, after, strict=True))
+
+
+def _whole_family(rng, methods, tasks=40, seeds=5):
+    """Records of ``methods`` with rank-8 LoRA and head-only fine-tuning (no effect)."""
+    out = []
+    for t in range(tasks):
+        for s in range(seeds):
+            for scheme, rank in (("lora", 8), ("head", 0)):
+                key = dict(scheme=scheme, rank=rank, task=f"t{t:02d}", seed=s)
+                for m in methods:
+                    out.append({**key, "method": m, "hits_at_1": 0.4 + 0.02 * rng.normal()})
+    return out
+
+
+def test_specific_answer_names_a_partial_holm_family_until_it_is_whole():
+    rng = np.random.default_rng(14)
+    per_task = _part(_whole_family(rng, PW.POWER_METHODS))
+    inter = _whole_family(rng, ("sr", "lora-ml", "last-layer-ml"))
+    whole = PW.power_report([per_task, _part(inter, "interleaved")])  # Reptile's is shared
+    assert sum(r["role"] == "secondary" for r in whole["rows"]) == 11
+    assert whole["specific"].startswith("No") and "Holm" not in whole["specific"].split(").")[-1]
+    assert "Provisional" not in whole["specific"]
+    no_ml = [r for r in inter if r["method"] != "last-layer-ml"]  # its two rows go
+    report = PW.power_report([per_task, _part(no_ml, "interleaved")])
+    partial = report["specific"]
+    assert "Holm's correction spans the 9 secondary comparisons present, of the protocol's 11" in (
+        partial
+    )
+    assert partial.split(" (rank-8")[0] == whole["specific"].split(" (rank-8")[0]
+    # the two rows the whole family adds raise the per-task rows' adjusted p-values
+    holm_p = {(r["b"], r["scheme"], r["batching"]): r["p_holm"] for r in report["rows"]}
+    raised = [
+        (holm_p[key], r["p_holm"])
+        for r in whole["rows"]
+        if (key := (r["b"], r["scheme"], r["batching"])) in holm_p and r["role"] == "secondary"
+    ]
+    assert len(raised) == 9 and all(a <= b for a, b in raised) and any(a < b for a, b in raised)
 
 
 def test_analysis_out_prints_the_second_answer(tmp_path, capsys):
