@@ -548,7 +548,7 @@ def _answer(row: dict[str, Any] | None) -> str | None:
     head = (
         f"LoRA-ML minus SR (rank-8 LoRA fine-tuning, per-task batching) is "
         f"{100 * row['mean_diff']:+.1f} points of hits@1 [95 % CI {lo:+.1f}, {hi:+.1f}] over "
-        f"{row['n_tasks']} unseen tasks and {row['n_seeds']} seed(s) (paired t p = "
+        f"{row['n_tasks']} unseen tasks and {row['n_seeds']} seed{'' if row['n_seeds'] == 1 else 's'} (paired t p = "
         f"{row['p_t']:.3g}): "
     )
     crossed = row.get("crossed")

@@ -270,7 +270,7 @@ def test_a_seed_one_method_lacks_waits_for_its_pair():
     for key in ("mean_diff", "sd", "t"):
         assert row[key] == pytest.approx(paired[key], rel=1e-12)
     assert row["crossed"]["mean"] == pytest.approx(paired["crossed"]["mean"], rel=1e-12)
-    assert "2 seed(s)" in report["answer"]
+    assert "over 40 unseen tasks and 2 seeds (paired t" in report["answer"]
 
 
 def test_part_wall_time_counts_every_invocation_and_never_guesses():
