@@ -545,11 +545,11 @@ def _answer(row: dict[str, Any] | None) -> str | None:
     if row is None or row["ci95"] is None:
         return None
     lo, hi = (100 * x for x in row["ci95"])
+    seeds = f"{row['n_seeds']} seed" + ("" if row["n_seeds"] == 1 else "s")
     head = (
         f"LoRA-ML minus SR (rank-8 LoRA fine-tuning, per-task batching) is "
         f"{100 * row['mean_diff']:+.1f} points of hits@1 [95 % CI {lo:+.1f}, {hi:+.1f}] over "
-        f"{row['n_tasks']} unseen tasks and {row['n_seeds']} seed{'' if row['n_seeds'] == 1 else 's'} (paired t p = "
-        f"{row['p_t']:.3g}): "
+        f"{row['n_tasks']} unseen tasks and {seeds} (paired t p = {row['p_t']:.3g}): "
     )
     crossed = row.get("crossed")
     if crossed is None:
