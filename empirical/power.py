@@ -534,6 +534,11 @@ def _verdict(lo: float, hi: float) -> str:
     )
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 seed``, ``5 seeds``: ``n`` and ``noun``, plural unless ``n`` is 1."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _answer(row: dict[str, Any] | None) -> str | None:
     """The primary comparison in plain sentences, read off its 95 % intervals.
 
@@ -545,11 +550,11 @@ def _answer(row: dict[str, Any] | None) -> str | None:
     if row is None or row["ci95"] is None:
         return None
     lo, hi = (100 * x for x in row["ci95"])
-    seeds = f"{row['n_seeds']} seed" + ("" if row["n_seeds"] == 1 else "s")
     head = (
         f"LoRA-ML minus SR (rank-8 LoRA fine-tuning, per-task batching) is "
         f"{100 * row['mean_diff']:+.1f} points of hits@1 [95 % CI {lo:+.1f}, {hi:+.1f}] over "
-        f"{row['n_tasks']} unseen tasks and {seeds} (paired t p = {row['p_t']:.3g}): "
+        f"{row['n_tasks']} unseen tasks and {_count(row['n_seeds'], 'seed')} "
+        f"(paired t p = {row['p_t']:.3g}): "
     )
     crossed = row.get("crossed")
     if crossed is None:
@@ -736,8 +741,8 @@ def specific_answer(rows: list[dict[str, Any]]) -> str | None:
         # multiplier m - j + 1 or gains 1 (m grows by one; its rank j grows by one only where
         # the new p is smaller), and the running maximum gains a term.
         text += (
-            f" Holm's correction spans the {family} secondary comparison"
-            f"{'' if family == 1 else 's'} present, of the protocol's {HOLM_FAMILY}; the "
+            f" Holm's correction spans the {_count(family, 'secondary comparison')} present, "
+            f"of the protocol's {HOLM_FAMILY}; the "
             "others can only raise the adjusted p-values (the intervals do not depend on them)."
         )
     return text
